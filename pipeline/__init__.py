@@ -1,0 +1,1 @@
+"""Orchestration: runs, manifests, resume, Spark execution and the command line."""

@@ -1,0 +1,191 @@
+"""The `sparkcnn` command line."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+import numpy as np
+
+from pipeline import config
+from pipeline import graph
+from pipeline.config import ConfigError
+from pipeline.ingest import DataError
+from pipeline.run import Run, RunError
+
+FLAG_KEYS = {
+    "data": "data.path",
+    "run_root": "run.root",
+    "epochs": "train.epochs",
+    "iterations": "run.iterations",
+    "batch_size": "train.batch_size",
+    "partitions": "spark.partitions",
+    "seed": "train.seed",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, training: bool) -> None:
+    p.add_argument("--config", help="TOML config file (default: conf/default.toml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.learning_rate=0.01")
+    p.add_argument("--run-root", help="run root folder or URL (file://, hdfs://, ...)")
+    if training:
+        p.add_argument("--data", help="CIFAR-10 python archive (.tar.gz) or extracted folder")
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--seed", type=int)
+    p.add_argument("--iterations", type=int, help="stop after N iterations")
+    p.add_argument("--partitions", type=int)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sparkcnn", description="Staged CNN training on Apache Spark.")
+    sub = root.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train from a config, every layer a Spark stage")
+    _add_config_flags(train, training=True)
+    stage = sub.add_parser("stage", help="run one stage of a run")
+    stage.add_argument("name", help=f"one of {', '.join((*graph.SETUP_STAGES, 'batches', 'evaluate', *graph.ITERATION_STAGES))}")
+    stage.add_argument("--iteration", type=int, help="iteration of an iteration stage")
+    stage.add_argument("--epoch", type=int, help="epoch of a batches or evaluate stage")
+    _add_config_flags(stage, training=False)
+    status = sub.add_parser("status", help="what is committed and what comes next")
+    status.add_argument("--run-root")
+    status.add_argument("--next", action="store_true", help="print only the next stage as `sparkcnn stage` arguments")
+    resume = sub.add_parser("resume", help="continue a run from its first uncommitted stage")
+    _add_config_flags(resume, training=False)
+    export = sub.add_parser("export", help="write parameters as named numpy arrays (.npz)")
+    export.add_argument("--run-root")
+    export.add_argument("--out", required=True)
+    export.add_argument("--iteration", type=int, help="parameters after N iterations (default: the latest)")
+    return root
+
+
+def overrides_from(args) -> list[str]:
+    flags = [f"{key}={_toml(getattr(args, name))}" for name, key in FLAG_KEYS.items()
+             if getattr(args, name, None) is not None]
+    return [*args.overrides, *flags]
+
+
+def _toml(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def default_root(args) -> str:
+    return args.run_root or config.load(getattr(args, "config", None)).run.root
+
+
+def resume_command(run: Run) -> str:
+    return f"sparkcnn resume --run-root {shlex.quote(run.storage.url)}"
+
+
+def print_stage(run: Run, outcome) -> None:
+    line = f"{outcome.key:<24} {outcome.seconds:7.2f}s {outcome.rows:>7} rows {outcome.bytes / 1e6:9.1f} MB"
+    stage, epoch, iteration = graph.parse_key(outcome.key)
+    values = run.manifest.get(outcome.key)["values"]
+    if stage in ("loss", "evaluate"):
+        parts = [values[p] for p in sorted(values)]
+        count = sum(v["count"] for v in parts)
+        line += f"  loss {sum(v['loss_sum'] for v in parts) / count:.4f}  accuracy {sum(v['correct'] for v in parts) / count:.4f}"
+    print(line, flush=True)
+
+
+def cmd_train(args, run: Run) -> int:
+    from pipeline.spark import session
+
+    run.save_config()
+    print(f"run root {run.storage.url}", flush=True)
+    spark = session(run.cfg)
+    run.train(spark, run.cfg.run.iterations, on_stage=print_stage)
+    report_status(run)
+    return 0
+
+
+def cmd_stage(args, run: Run) -> int:
+    from pipeline.spark import session
+
+    name = args.name
+    if name in graph.ITERATION_STAGES:
+        if args.iteration is None:
+            raise RunError(f"stage {name} needs --iteration N")
+        key = graph.iteration_key(args.iteration, name)
+    elif name in ("batches", "evaluate"):
+        if args.epoch is None:
+            raise RunError(f"stage {name} needs --epoch N")
+        key = graph.batches_key(args.epoch) if name == "batches" else graph.eval_key(args.epoch)
+    elif name in graph.SETUP_STAGES:
+        key = name
+    else:
+        raise RunError(f"unknown stage {name!r}")
+    if key not in run.plan():
+        raise RunError(f"stage {key} is not part of this run's plan")
+    print_stage(run, run.run_stage(session(run.cfg), key))
+    return 0
+
+
+def report_status(run: Run) -> None:
+    keys = set(run.manifest.keys())
+    plan = run.plan()
+    done = [k for k in plan if k in keys]
+    print(f"run root {run.storage.url}")
+    print(f"committed {len(done)} of {len(plan)} planned stages")
+    metrics = run.metrics().to_pylist()
+    train = sorted((m for m in metrics if m["kind"] == "train"), key=lambda m: m["iteration"])
+    if train:
+        last = train[-1]
+        print(f"iterations done {len(train)}; last train loss {last['loss']:.4f} (iteration {last['iteration']})")
+    for m in sorted((m for m in metrics if m["kind"] == "eval"), key=lambda m: m["epoch"]):
+        print(f"epoch {m['epoch']}: test loss {m['loss']:.4f}, test accuracy {m['accuracy']:.4f}")
+    nxt = run.next_stage()
+    print(f"next stage: {nxt}" if nxt else "complete: every planned stage is committed")
+
+
+def stage_arguments(key: str) -> str:
+    """A stage key as `sparkcnn stage` arguments, e.g. i000003.relu_fwd -> relu_fwd --iteration 3."""
+    stage, epoch, iteration = graph.parse_key(key)
+    if iteration is not None:
+        return f"{stage} --iteration {iteration}"
+    return f"{stage} --epoch {epoch}" if epoch is not None else stage
+
+
+def cmd_status(args, run: Run) -> int:
+    if args.next:
+        nxt = run.next_stage()
+        print(stage_arguments(nxt) if nxt else "")
+        return 0
+    report_status(run)
+    return 0
+
+
+def cmd_export(args, run: Run) -> int:
+    iteration, params = run.latest_params(args.iteration)
+    np.savez(args.out, **params)
+    print(f"wrote {args.out}: parameters after {iteration} iterations ({', '.join(sorted(params))})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run = None
+    try:
+        if args.command == "train":
+            cfg = config.load(args.config, overrides_from(args))
+            run = Run(cfg)
+        elif args.command == "stage" and not Run.exists(default_root(args)):
+            run = Run(config.load(args.config, overrides_from(args)), default_root(args))
+            run.save_config()
+        else:
+            extra = overrides_from(args) if hasattr(args, "overrides") else []
+            run = Run.open(default_root(args), [o for o in extra if not o.startswith("run.root=")])
+        return COMMANDS[args.command](args, run)
+    except (ConfigError, DataError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if run is not None and args.command in ("train", "resume", "stage") and run.manifest.committed("ingest"):
+            print(f"to continue: {resume_command(run)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""One typed config object, built from a TOML file plus `section.key=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_CONFIG = REPO_CONF / "default.toml"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    filters: int = 32
+    kernel: int = 5
+    stride: int = 1
+    padding: int = 2
+    pool_size: int = 2
+    pool_stride: int = 2
+    classes: int = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 500
+    shard_size: int = 125
+    learning_rate: float = 0.02
+    lr_schedule: str = "cosine"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[2]"
+    partitions: int = 2
+    conf: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    root: str = "runs/default"
+    iterations: int = 0
+    keep_iterations: int = 2
+    inspect_iterations: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    RESULT_SECTIONS = ("model", "train")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def result_settings(self) -> dict:
+        """The settings that can change a run's numbers (and so enter every stage's identity)."""
+        full = self.to_dict()
+        return {section: full[section] for section in self.RESULT_SECTIONS}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self) -> "Config":
+        checks = [
+            ("model.filters", self.model.filters >= 1),
+            ("model.kernel", self.model.kernel >= 1),
+            ("model.stride", self.model.stride >= 1),
+            ("model.padding", self.model.padding >= 0),
+            ("model.pool_size", 1 <= self.model.pool_size and self.model.pool_size ** 2 <= 127),
+            ("model.pool_stride", self.model.pool_stride >= 1),
+            ("model.classes", self.model.classes == 10),
+            ("train.epochs", self.train.epochs >= 1),
+            ("train.batch_size", self.train.batch_size >= 1),
+            ("train.shard_size", self.train.shard_size >= 1),
+            ("train.learning_rate", self.train.learning_rate > 0),
+            ("train.lr_schedule", self.train.lr_schedule in ("constant", "cosine")),
+            ("train.momentum", 0 <= self.train.momentum < 1),
+            ("train.weight_decay", self.train.weight_decay >= 0),
+            ("spark.partitions", self.spark.partitions >= 1),
+            ("run.iterations", self.run.iterations >= 0),
+            ("run.keep_iterations", self.run.keep_iterations >= 1),
+            ("run.inspect_iterations", all(isinstance(i, int) and i >= 0 for i in self.run.inspect_iterations)),
+        ]
+        bad = [key for key, ok in checks if not ok]
+        if bad:
+            values = ", ".join(f"{k}={self.get(k)!r}" for k in bad)
+            raise ConfigError(f"invalid config values: {values}")
+        return self
+
+    def get(self, dotted: str):
+        section, key = dotted.split(".", 1)
+        return getattr(getattr(self, section), key)
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (values parsed as TOML, else taken as strings)."""
+    merged = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        merged.setdefault(section, {})[key.strip()] = _parse_value(text.strip())
+    return merged
+
+
+def from_dict(raw: dict) -> Config:
+    """Typed config from nested dicts; unknown sections or keys and wrong types are errors."""
+    sections = {}
+    for f in dataclasses.fields(Config):
+        cls = f.default_factory
+        values = dict(raw.get(f.name, {}))
+        known = {x.name: x for x in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(f'{f.name}.{k}' for k in unknown)}")
+        for key, value in values.items():
+            values[key] = _coerce(f"{f.name}.{key}", value, getattr(cls(), key))
+        sections[f.name] = cls(**values)
+    unknown_sections = sorted(set(raw) - set(sections))
+    if unknown_sections:
+        raise ConfigError(f"unknown config sections: {', '.join(unknown_sections)}")
+    return Config(**sections).validate()
+
+
+def _coerce(key: str, value, default):
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"config key {key} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a TOML config (conf/default.toml when none is given) and apply overrides."""
+    raw = {}
+    source = Path(path) if path else DEFAULT_CONFIG
+    if path or source.exists():
+        try:
+            raw = tomllib.loads(source.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {source} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {source} is not valid TOML: {e}") from None
+    return from_dict(apply_overrides(raw, list(overrides)))

@@ -1,0 +1,149 @@
+"""The stages of a run, their inputs and their keys in the manifest."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.tables import KEY_COLUMNS
+
+ITERATION_STAGES = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss",
+                    "fc_bwd", "pool_bwd", "relu_bwd", "conv_bwd", "update")
+SETUP_STAGES = ("ingest", "init", "testset")
+PER_IMAGE = "out"
+ALL_PARTS = "all"
+
+
+@dataclass(frozen=True)
+class Input:
+    """Where a stage input comes from: a source (an iteration stage, 'batches' or 'params'),
+    which output of it, which columns, and whether all its parts are read at once."""
+
+    source: str
+    output: str
+    columns: tuple[str, ...] | None
+    many: bool = False
+
+
+def _image_input(source: str, *columns: str, keys: bool = True) -> Input:
+    return Input(source, PER_IMAGE, (*(KEY_COLUMNS if keys else ()), *columns))
+
+
+@dataclass(frozen=True)
+class StageDef:
+    function: str
+    inputs: dict[str, Input]
+    uses_params: bool = False
+
+
+STAGE_DEFS = {
+    "conv_fwd": StageDef("stages.conv:forward_stage", {"batches": _image_input("batches", "pixels")}, True),
+    "relu_fwd": StageDef("stages.relu:forward_stage", {"conv_fwd": _image_input("conv_fwd", "out")}),
+    "pool_fwd": StageDef("stages.pool:forward_stage", {"relu_fwd": _image_input("relu_fwd", "out")}),
+    "fc_fwd": StageDef("stages.fc:forward_stage", {"pool_fwd": _image_input("pool_fwd", "out")}, True),
+    "loss": StageDef("stages.loss:forward_stage", {"fc_fwd": _image_input("fc_fwd", "scores")}),
+    "fc_bwd": StageDef("stages.fc:backward_stage", {"loss": _image_input("loss", "dscores"),
+                                                    "pool_fwd": _image_input("pool_fwd", "out", keys=False)}, True),
+    "pool_bwd": StageDef("stages.pool:backward_stage", {"fc_bwd": _image_input("fc_bwd", "dx"),
+                                                        "pool_fwd": _image_input("pool_fwd", "argmax", keys=False)}),
+    "relu_bwd": StageDef("stages.relu:backward_stage", {"pool_bwd": _image_input("pool_bwd", "dx"),
+                                                        "relu_fwd": _image_input("relu_fwd", "mask", keys=False)}),
+    "conv_bwd": StageDef("stages.conv:backward_stage", {"relu_bwd": _image_input("relu_bwd", "dx", keys=False),
+                                                        "batches": _image_input("batches", "pixels", keys=False)}, True),
+    "update": StageDef("stages.update:update_stage", {"fc_bwd": Input("fc_bwd", "grads", None, many=True),
+                                                      "conv_bwd": Input("conv_bwd", "grads", None, many=True),
+                                                      "velocity": Input("params", "velocity", None)}, True),
+}
+EVALUATE = StageDef("stages.network:evaluate_stage", {"batches": _image_input("batches", "pixels")}, True)
+
+
+def iteration_key(iteration: int, stage: str) -> str:
+    return f"i{iteration:06d}.{stage}"
+
+
+def batches_key(epoch: int) -> str:
+    return f"batches.e{epoch:04d}"
+
+
+def eval_key(epoch: int) -> str:
+    return f"eval.e{epoch:04d}"
+
+
+def params_key(iteration: int) -> str:
+    """The stage whose output holds the parameters an iteration starts from."""
+    return "init" if iteration == 0 else iteration_key(iteration - 1, "update")
+
+
+def shard_part(shard: int) -> str:
+    return f"{shard:04d}"
+
+
+def batch_part(iteration: int, shard: int) -> str:
+    return f"{iteration:06d}.{shard:04d}"
+
+
+def parse_key(key: str) -> tuple[str, int | None, int | None]:
+    """key -> (stage name, epoch or None, iteration or None)."""
+    if key.startswith("i") and "." in key and key[1:7].isdigit():
+        return key.split(".", 1)[1], None, int(key[1:7])
+    if key.startswith(("batches.e", "eval.e")):
+        name, epoch = key.split(".e")
+        return ("evaluate" if name == "eval" else name), int(epoch), None
+    return key, None, None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the training images fall into epochs, iterations and shards."""
+
+    train_images: int
+    test_images: int
+    batch_size: int
+    shard_size: int
+    epochs: int
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        return math.ceil(self.train_images / self.batch_size)
+
+    @property
+    def total_iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+    def epoch_of(self, iteration: int) -> int:
+        return iteration // self.iterations_per_epoch
+
+    def batch_images(self, iteration: int) -> int:
+        start = (iteration % self.iterations_per_epoch) * self.batch_size
+        return min(self.batch_size, self.train_images - start)
+
+    def shards(self, images: int) -> int:
+        return math.ceil(images / self.shard_size)
+
+    def plan(self) -> list[str]:
+        """Every stage key of the run, in execution order."""
+        keys = list(SETUP_STAGES)
+        for epoch in range(self.epochs):
+            keys.append(batches_key(epoch))
+            first = epoch * self.iterations_per_epoch
+            for t in range(first, first + self.iterations_per_epoch):
+                keys.extend(iteration_key(t, s) for s in ITERATION_STAGES)
+            keys.append(eval_key(epoch))
+        return keys
+
+    def first_iteration_needing(self, key: str) -> int:
+        """The iteration count a run must be allowed to reach for this stage to run."""
+        stage, epoch, iteration = parse_key(key)
+        if iteration is not None:
+            return iteration + 1
+        if stage == "batches":
+            return epoch * self.iterations_per_epoch + 1
+        if stage == "evaluate":
+            return (epoch + 1) * self.iterations_per_epoch
+        return 0
+
+
+def epoch_permutation(seed: int, epoch: int, images: int) -> np.ndarray:
+    """The order in which an epoch visits the training images (indices from 0)."""
+    return np.random.default_rng([seed, epoch]).permutation(images)

@@ -1,0 +1,398 @@
+"""A training run: its root, config, manifest, and the driver that runs its stages in order."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import config as config_mod
+from pipeline import graph, ingest
+from pipeline.config import Config
+from pipeline.executor import ShuffleTask, StageTask, Unit, execute, output_path, write_shard
+from pipeline.manifest import Manifest
+from pipeline.storage import Storage
+from schemas.tables import METRICS_SCHEMA, TASK_RESULT_SCHEMA, arrays_to_table, table_to_arrays
+from stages import update
+from stages.network import geometry_of
+from stages.tabular import StageContext
+
+CONFIG_FILE = "config.json"
+RETIRED_DIR = "retired"
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on as asked; the message says why."""
+
+
+class MissingInput(RunError):
+    pass
+
+
+def resolve_data_path(path: str) -> str:
+    return path or str(SAMPLE_DATA)
+
+
+@dataclass
+class StageOutcome:
+    key: str
+    seconds: float
+    rows: int
+    bytes: int
+
+
+class Run:
+    """The driver side of a run root."""
+
+    def __init__(self, cfg: Config, root: str | None = None):
+        self.cfg = cfg
+        self.storage = Storage(root or cfg.run.root)
+        self.manifest = Manifest(self.storage)
+        self.geometry = geometry_of(cfg.model)
+
+    @staticmethod
+    def exists(root: str) -> bool:
+        return Storage(root).exists(CONFIG_FILE)
+
+    @classmethod
+    def open(cls, root: str, overrides: list[str] = ()) -> "Run":
+        """Open an existing run root with the config it was started with (plus overrides)."""
+        storage = Storage(root)
+        try:
+            raw = json.loads(storage.read_bytes(CONFIG_FILE))
+        except FileNotFoundError:
+            raise RunError(f"{storage.url} holds no run (no {CONFIG_FILE}); start one with sparkcnn train") from None
+        raw["run"]["root"] = storage.url
+        return cls(config_mod.from_dict(config_mod.apply_overrides(raw, list(overrides))), storage.url)
+
+    def save_config(self) -> None:
+        """Record the config at the run root; a run root keeps the result settings it began with."""
+        if self.storage.exists(CONFIG_FILE):
+            saved = json.loads(self.storage.read_bytes(CONFIG_FILE))
+            old = {s: saved[s] for s in Config.RESULT_SECTIONS}
+            changed = [f"{s}.{k}" for s in old for k in old[s] if old[s][k] != self.cfg.to_dict()[s][k]]
+            if changed:
+                raise RunError(f"run root {self.storage.url} was started with other settings: "
+                               f"{', '.join(changed)} differ; use a new --run-root")
+        data = {**self.cfg.to_dict(), "run": {**self.cfg.to_dict()["run"], "root": self.storage.url}}
+        self.storage.write_bytes(CONFIG_FILE, json.dumps(data, indent=1).encode())
+
+    # schedule and plan
+
+    def schedule(self) -> graph.Schedule:
+        entry = self.manifest.get("ingest")
+        if entry is None:
+            raise MissingInput("stage ingest is not committed")
+        counts = entry["values"]["all"]
+        t = self.cfg.train
+        return graph.Schedule(counts["train"], counts["test"], t.batch_size, t.shard_size, t.epochs)
+
+    def plan(self) -> list[str]:
+        if not self.manifest.committed("ingest"):
+            return list(graph.SETUP_STAGES)
+        return self.schedule().plan()
+
+    def next_stage(self) -> str | None:
+        return next((k for k in self.plan() if not self.manifest.committed(k)), None)
+
+    # running
+
+    def train(self, spark, iterations: int = 0, on_stage=None) -> list[StageOutcome]:
+        """Run every uncommitted stage in order; stop before iteration `iterations` when given."""
+        outcomes = []
+        while (key := self.next_stage()) is not None:
+            if iterations and key not in graph.SETUP_STAGES and self.schedule().first_iteration_needing(key) > iterations:
+                break
+            outcomes.append(self.run_stage(spark, key))
+            if on_stage:
+                on_stage(self, outcomes[-1])
+        return outcomes
+
+    def run_stage(self, spark, key: str) -> StageOutcome:
+        if self.manifest.committed(key):
+            raise RunError(f"stage {key} is already committed")
+        stage, epoch, iteration = graph.parse_key(key)
+        start = time.perf_counter()
+        if stage == "ingest":
+            entry = self._ingest()
+        elif stage == "init":
+            entry = self._init()
+        elif stage in ("testset", "batches"):
+            entry = self._shuffle(spark, key, epoch)
+        elif stage == "evaluate":
+            entry = self._evaluate(spark, key, epoch)
+        elif stage in graph.STAGE_DEFS and iteration is not None:
+            entry = self._iteration_stage(spark, key, stage, iteration)
+        else:
+            raise RunError(f"unknown stage {key!r}")
+        entry["seconds"] = time.perf_counter() - start
+        files = [f for fs in entry["outputs"].values() for f in fs]
+        entry["rows"] = sum(f["rows"] for f in files if f["output"] in ("out", "images"))
+        entry["bytes"] = sum(f["bytes"] for f in files)
+        if stage == "update":
+            self._write_iteration_metrics(entry, iteration)
+        elif stage == "evaluate":
+            self._write_eval_metrics(entry, epoch)
+        self.manifest.commit(entry)
+        if stage == "update":
+            self.retire(iteration - self.cfg.run.keep_iterations)
+        return StageOutcome(key, entry["seconds"], entry["rows"], entry["bytes"])
+
+    def _entry(self, key: str, inputs: list[str], extra_identity: dict, outputs: list[dict], values: dict) -> dict:
+        stage, epoch, iteration = graph.parse_key(key)
+        identity = self.identity(key, inputs, extra_identity)
+        grouped: dict[str, list[dict]] = {}
+        for f in outputs:
+            grouped.setdefault(f["output"], []).append({k: f[k] for k in ("part", "output", "path", "rows", "bytes")})
+        return {"key": key, "stage": stage, "epoch": epoch, "iteration": iteration, "identity": identity,
+                "inputs": inputs, "outputs": grouped, "values": values}
+
+    def identity(self, key: str, inputs: list[str], extra: dict) -> str:
+        """Hash of the stage, the settings that shape results, and its inputs' identities."""
+        input_ids = {}
+        for dep in inputs:
+            entry = self.manifest.get(dep)
+            if entry is None:
+                raise MissingInput(f"cannot run {key}: its input stage {dep} is not committed")
+            input_ids[dep] = entry["identity"]
+        doc = {"key": key, "settings": self.cfg.result_settings(), "inputs": input_ids, **extra}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def _ingest(self) -> dict:
+        data = resolve_data_path(self.cfg.data.path)
+        tables, stats, digest = ingest.load(data, self.geometry)
+        outputs = []
+        for name, table in tables.items():
+            path = output_path("data/images", "images", name)
+            outputs.append(_file(name, "images", path, table.num_rows, self.storage.write_parquet(table, path)))
+        path = output_path("data", "stats", "all")
+        outputs.append(_file("all", "stats", path, stats.num_rows, self.storage.write_parquet(stats, path)))
+        counts = {"train": sum(t.num_rows for n, t in tables.items() if n != ingest.TEST_BATCH),
+                  "test": tables[ingest.TEST_BATCH].num_rows, "digest": digest, "source": data}
+        return self._entry("ingest", [], {"data": digest}, outputs, {"all": counts})
+
+    def _init(self) -> dict:
+        params = update.init_params(self.geometry.param_shapes, self.cfg.train.seed)
+        velocity = {n: np.zeros_like(p) for n, p in params.items()}
+        outputs = []
+        for name, arrays in (("params", params), ("velocity", velocity)):
+            table = arrays_to_table(arrays, name)
+            path = output_path("params/v000000", name, graph.ALL_PARTS)
+            outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
+        return self._entry("init", [], {}, outputs, {})
+
+    def _shuffle(self, spark, key: str, epoch: int | None) -> dict:
+        """Write the images of an epoch (or the test split) as one file per (iteration, shard)."""
+        from pyspark.sql import functions as F
+
+        images = self.manifest.files("ingest", "images")
+        test = epoch is None
+        order = self._image_order(epoch)
+        frame = spark.read.parquet(*[self.storage.uri(f["path"]) for f in images])
+        frame = frame.where(F.col("split") == ("test" if test else "train")).drop("split", "source_batch")
+        order_frame = spark.createDataFrame(order)
+        joined = frame.join(F.broadcast(order_frame), "image_id")
+        out_dir = "data/testset" if test else f"epochs/e{epoch:04d}/batches"
+        task = ShuffleTask(self.storage, StageContext(self.geometry), out_dir, -1 if test else epoch)
+        spark.sparkContext.setJobDescription(key)
+        result = joined.groupBy("iteration", "shard").applyInArrow(
+            lambda table: write_shard(task, table), _spark_schema(TASK_RESULT_SCHEMA)).toArrow()
+        rows = result.to_pylist()
+        expected = self._shuffle_parts(order)
+        self._check_parts(key, rows, {"out": expected})
+        return self._entry(key, ["ingest"], {}, rows, {})
+
+    def _image_order(self, epoch: int | None) -> pa.Table:
+        """image_id -> (iteration, shard, position) for an epoch's shuffle, or the test split in order."""
+        sched = self.schedule()
+        start_id = sched.train_images
+        if epoch is None:
+            ids = np.arange(start_id, start_id + sched.test_images, dtype=np.int64)
+            iterations = np.zeros(ids.size, np.int32)
+            positions = np.arange(ids.size, dtype=np.int32)
+        else:
+            ids = graph.epoch_permutation(self.cfg.train.seed, epoch, sched.train_images).astype(np.int64)
+            index = np.arange(ids.size)
+            iterations = (epoch * sched.iterations_per_epoch + index // sched.batch_size).astype(np.int32)
+            positions = (index % sched.batch_size).astype(np.int32)
+        shards = (positions // sched.shard_size).astype(np.int32)
+        return pa.table({"image_id": ids, "iteration": iterations, "shard": shards, "position": positions})
+
+    @staticmethod
+    def _shuffle_parts(order: pa.Table) -> set[str]:
+        pairs = set(zip(order.column("iteration").to_pylist(), order.column("shard").to_pylist()))
+        return {graph.batch_part(i, s) for i, s in pairs}
+
+    @staticmethod
+    def _check_parts(key: str, rows: list[dict], expected: dict[str, set[str]]) -> None:
+        for output, parts in expected.items():
+            got = [r["part"] for r in rows if r["output"] == output]
+            if sorted(got) != sorted(parts):
+                missing = sorted(set(parts) - set(got))
+                extra = sorted(p for p in set(got) if got.count(p) > 1 or p not in parts)
+                raise RunError(f"stage {key}: output {output} has missing parts {missing[:5]} "
+                               f"or repeated/unexpected parts {extra[:5]}")
+
+    def params_at(self, iteration: int) -> dict[str, np.ndarray]:
+        """Parameters an iteration starts from (iteration N+1 -> the parameters after N)."""
+        key = graph.params_key(iteration)
+        if not self.manifest.committed(key):
+            raise MissingInput(f"parameters for iteration {iteration}: stage {key} is not committed")
+        (f,) = self.manifest.files(key, "params")
+        return table_to_arrays(self.storage.read_parquet(f["path"]))
+
+    def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None) -> StageContext:
+        (f,) = self.manifest.files("ingest", "stats")
+        stats = self.storage.read_parquet(f["path"])
+        return StageContext(self.geometry, params, stats.column("mean").to_numpy(),
+                            stats.column("std").to_numpy(), normalizer, hyper or {})
+
+    def _iteration_stage(self, spark, key: str, stage: str, t: int) -> dict:
+        sched = self.schedule()
+        sdef = graph.STAGE_DEFS[stage]
+        epoch = sched.epoch_of(t)
+        source_key = {"batches": graph.batches_key(epoch), "params": graph.params_key(t)}
+        deps = sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
+                      | ({graph.params_key(t)} if sdef.uses_params else set()))
+        self.identity(key, deps, {})
+        shards = [graph.shard_part(s) for s in range(sched.shards(sched.batch_images(t)))]
+        parts = [graph.ALL_PARTS] if stage == "update" else shards
+        units = []
+        for part in parts:
+            inputs = {}
+            for name, inp in sdef.inputs.items():
+                src = source_key.get(inp.source, graph.iteration_key(t, inp.source))
+                files = self.manifest.files(src, inp.output)
+                if inp.many:
+                    inputs[name] = [f["path"] for f in files]
+                else:
+                    want = graph.batch_part(t, int(part)) if inp.source == "batches" else (
+                        graph.ALL_PARTS if inp.source == "params" else part)
+                    inputs[name] = [f["path"] for f in files if f["part"] == want]
+                    if len(inputs[name]) != 1:
+                        raise RunError(f"stage {src} has {len(inputs[name])} files for part {want}")
+            units.append(Unit(part, inputs))
+        hyper = {}
+        if stage == "update":
+            t_cfg = self.cfg.train
+            hyper = {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
+                                                           sched.total_iterations),
+                     "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay}
+        params = self.params_at(t) if sdef.uses_params else {}
+        out_dir = f"params/v{t + 1:06d}" if stage == "update" else f"iterations/i{t:06d}/{stage}"
+        task = StageTask(self.storage, sdef.function, self.context(params, sched.batch_images(t), hyper), out_dir,
+                         {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
+                         frozenset(n for n, i in sdef.inputs.items() if i.many), units)
+        rows = self._run_task(spark, key, task)
+        outputs = {r["output"] for r in rows}
+        self._check_parts(key, rows, {o: parts for o in outputs})
+        return self._entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
+
+    def _run_task(self, spark, key: str, task: StageTask) -> list[dict]:
+        partitions = max(1, min(self.cfg.spark.partitions, len(task.units)))
+        spark.sparkContext.setJobDescription(key)
+        frame = spark.range(len(task.units), numPartitions=partitions)
+        result = frame.mapInArrow(lambda batches: execute(task, batches), _spark_schema(TASK_RESULT_SCHEMA)).toArrow()
+        return result.to_pylist()
+
+    def _evaluate(self, spark, key: str, epoch: int) -> dict:
+        sched = self.schedule()
+        last = (epoch + 1) * sched.iterations_per_epoch - 1
+        deps = ["testset", graph.iteration_key(last, "update")]
+        self.identity(key, deps, {})
+        files = self.manifest.files("testset", "out")
+        units = [Unit(graph.shard_part(i), {"batches": [f["path"]]}) for i, f in enumerate(files)]
+        sdef = graph.EVALUATE
+        task = StageTask(self.storage, sdef.function, self.context(self.params_at(last + 1)),
+                         f"epochs/e{epoch:04d}/evaluate", {"batches": list(sdef.inputs["batches"].columns)},
+                         frozenset(), units)
+        rows = self._run_task(spark, key, task)
+        self._check_parts(key, rows, {"out": {u.part for u in units}})
+        return self._entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
+
+    # retention
+
+    def retire(self, iteration: int) -> None:
+        """Remove an iteration's stage outputs (its parameters stay), unless kept for inspection."""
+        if iteration < 0 or iteration in self.cfg.run.inspect_iterations:
+            return
+        marker = f"{RETIRED_DIR}/i{iteration:06d}.json"
+        if self.storage.exists(marker):
+            return
+        stages = [graph.iteration_key(iteration, s) for s in graph.ITERATION_STAGES if s != "update"]
+        self.storage.write_bytes(marker, json.dumps({"iteration": iteration, "stages": stages}).encode())
+        self.storage.remove(f"iterations/i{iteration:06d}")
+
+    def retired(self, key: str) -> bool:
+        stage, _, iteration = graph.parse_key(key)
+        return iteration is not None and stage != "update" and self.storage.exists(f"{RETIRED_DIR}/i{iteration:06d}.json")
+
+    # metrics
+
+    def _stage_metric_rows(self, keys: list[str], extra: dict | None = None) -> list[dict]:
+        rows = []
+        for k in keys:
+            e = self.manifest.get(k) if (extra is None or k != extra["key"]) else extra
+            rows.append({"kind": "stage", "stage": e["stage"], "epoch": e["epoch"], "iteration": e["iteration"],
+                         "seconds": e["seconds"], "rows": e["rows"], "bytes": e["bytes"]})
+        return rows
+
+    def _write_iteration_metrics(self, entry: dict, t: int) -> None:
+        sched = self.schedule()
+        epoch = sched.epoch_of(t)
+        keys = [graph.iteration_key(t, s) for s in graph.ITERATION_STAGES]
+        rows = self._stage_metric_rows(keys, entry)
+        for row in rows:
+            row["epoch"] = epoch
+        totals = _totals(self.manifest.get(graph.iteration_key(t, "loss"))["values"])
+        rows.append({"kind": "train", "stage": "loss", "epoch": epoch, "iteration": t,
+                     "seconds": sum(r["seconds"] for r in rows), "rows": totals["count"],
+                     "bytes": sum(r["bytes"] for r in rows), "loss": totals["loss_sum"] / totals["count"],
+                     "accuracy": totals["correct"] / totals["count"]})
+        self._attach_metrics(entry, f"metrics/i{t:06d}", rows)
+
+    def _write_eval_metrics(self, entry: dict, epoch: int) -> None:
+        totals = _totals(entry["values"])
+        rows = [{"kind": "eval", "stage": "evaluate", "epoch": epoch, "iteration": None,
+                 "seconds": entry["seconds"], "rows": totals["count"], "bytes": entry["bytes"],
+                 "loss": totals["loss_sum"] / totals["count"], "accuracy": totals["correct"] / totals["count"]}]
+        self._attach_metrics(entry, f"metrics/e{epoch:04d}", rows)
+
+    def _attach_metrics(self, entry: dict, stem: str, rows: list[dict]) -> None:
+        table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+        path = output_path(stem.rsplit("/", 1)[0], stem.rsplit("/", 1)[1], graph.ALL_PARTS)
+        entry["outputs"]["metrics"] = [_file(graph.ALL_PARTS, "metrics", path, table.num_rows,
+                                             self.storage.write_parquet(table, path))]
+
+    def metrics(self) -> pa.Table:
+        """All committed metrics rows of the run."""
+        tables = [self.storage.read_parquet(f["path"]) for k in self.manifest.keys()
+                  for f in (self.manifest.get(k)["outputs"].get("metrics") or [])]
+        return pa.concat_tables(tables) if tables else METRICS_SCHEMA.empty_table()
+
+    def latest_params(self, iteration: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """(iterations done, parameters) after `iteration` iterations, or after the last committed update."""
+        if iteration is None:
+            done = [graph.parse_key(k)[2] for k in self.manifest.keys() if k.endswith(".update")]
+            iteration = max(done) + 1 if done else 0
+        return iteration, self.params_at(iteration)
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def _file(part: str, output: str, path: str, rows: int, size: int) -> dict:
+    return {"part": part, "output": output, "path": path, "rows": rows, "bytes": size}
+
+
+def _totals(values: dict) -> dict:
+    parts = [values[p] for p in sorted(values)]
+    return {k: sum(v[k] for v in parts) for k in ("loss_sum", "correct", "count")}

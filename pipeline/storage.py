@@ -1,0 +1,117 @@
+"""File access under a run root given as a path or URL (file://, hdfs://, any fsspec scheme)."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+
+def normalize_url(url: str) -> str:
+    """A plain path becomes an absolute file:// URL; URLs are kept, without a trailing slash."""
+    if "://" not in url:
+        return Path(url).expanduser().resolve().as_uri()
+    return url.rstrip("/")
+
+
+class Storage:
+    """Reads and writes files by paths relative to a root URL."""
+
+    def __init__(self, url: str):
+        self.url = normalize_url(url)
+        self.fs, self.base = fsspec.core.url_to_fs(self.url)
+        self.local = isinstance(self.fs, LocalFileSystem)
+
+    def __getstate__(self):
+        return {"url": self.url}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"])
+
+    def path(self, rel: str) -> str:
+        return f"{self.base}/{rel}" if rel else self.base
+
+    def uri(self, rel: str) -> str:
+        """Full URL of a relative path, as Spark wants it."""
+        return f"{self.url}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names directly under a folder; empty when it does not exist."""
+        try:
+            entries = self.fs.ls(self.path(rel), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def remove(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.path(rel), recursive=True)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self.path(rel), "rb") as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole file, replacing any old one only once the new content is complete."""
+        tmp = self._write_temp(rel, data)
+        self.fs.mv(tmp, self.path(rel))
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create a file with this content unless it exists; True when this call created it."""
+        tmp = self._write_temp(rel, data)
+        try:
+            if self.local:
+                try:
+                    os.link(tmp, self.path(rel))
+                    return True
+                except FileExistsError:
+                    return False
+            if self.exists(rel):
+                return False
+            self.fs.mv(tmp, self.path(rel))
+            return True
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+
+    def _write_temp(self, rel: str, data: bytes) -> str:
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        self.fs.makedirs(self.path(parent), exist_ok=True)
+        tmp = self.path(f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}")
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        return tmp
+
+    def write_parquet(self, table: pa.Table, rel: str) -> int:
+        """Write a table as one Parquet file; returns its size in bytes.
+
+        Tensor (binary) columns are written plain: no dictionary, no compression, no statistics.
+        """
+        plain = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+        others = [f.name for f in table.schema if f.name not in plain]
+        options = dict(compression="none", use_dictionary=others, write_statistics=others,
+                       row_group_size=max(1, table.num_rows))
+        parent = rel.rsplit("/", 1)[0]
+        self.fs.makedirs(self.path(parent), exist_ok=True)
+        if self.local:
+            pq.write_table(table, self.path(rel), **options)
+        else:
+            with self.fs.open(self.path(rel), "wb") as f:
+                pq.write_table(table, f, **options)
+        return self.size(rel)
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        if self.local:
+            return pq.read_table(self.path(rel), columns=columns)
+        with self.fs.open(self.path(rel), "rb") as f:
+            return pq.read_table(f, columns=columns)

@@ -1,0 +1,1 @@
+"""Arrow/Parquet schemas of every table a run writes."""

@@ -1,0 +1,1 @@
+"""Layers of the network: pure numpy kernels and the table functions that wrap them."""

@@ -1,0 +1,87 @@
+"""Convolution layer on NHWC tensors, weights laid out (F, C, kh, kw)."""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from schemas.tables import arrays_to_table
+from stages.tabular import StageResult, per_image_table, tensor
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """x (N, H, W, C) -> columns (N, Ho, Wo, C * kernel * kernel), ordered (C, kh, kw)."""
+    if padding:
+        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = sliding_window_view(x, (kernel, kernel), axis=(1, 2))[:, ::stride, ::stride]
+    n, ho, wo = windows.shape[:3]
+    return windows.reshape(n, ho, wo, -1)
+
+
+def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
+    """Convolve x (N, H, W, C) with params w (F, C, k, k) and b (F,).
+
+    params also holds stride, padding and input_grad (whether backward returns dx).
+    Returns out (N, Ho, Wo, F) and a cache holding x, not the im2col columns.
+    """
+    w, b = params["w"], params["b"]
+    kernel, stride, padding = w.shape[2], params["stride"], params["padding"]
+    cols = im2col(x, kernel, stride, padding)
+    out = cols @ w.reshape(w.shape[0], -1).T
+    out += b
+    return out, make_cache(x, params)
+
+
+def make_cache(x: np.ndarray, params: dict) -> dict:
+    """What backward needs: the input (im2col columns are recomputed, never kept)."""
+    return {"x": x, "w": params["w"], "stride": params["stride"], "padding": params["padding"],
+            "input_grad": params.get("input_grad", False)}
+
+
+def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) or None when input_grad is off, grads {w, b}."""
+    x, w, stride, padding = cache["x"], cache["w"], cache["stride"], cache["padding"]
+    filters, channels, kernel, _ = w.shape
+    cols = im2col(x, kernel, stride, padding)
+    dflat = dout.reshape(-1, filters)
+    dw = (dflat.T @ cols.reshape(-1, cols.shape[-1])).reshape(w.shape)
+    db = dflat.sum(axis=0, dtype=np.float32)
+    dx = None
+    if cache["input_grad"]:
+        n, h, wd, _ = x.shape
+        ho, wo = dout.shape[1:3]
+        dcols = (dflat @ w.reshape(filters, -1)).reshape(n, ho, wo, channels, kernel, kernel)
+        dxp = np.zeros((n, h + 2 * padding, wd + 2 * padding, channels), dtype=dout.dtype)
+        for i in range(kernel):
+            for j in range(kernel):
+                dxp[:, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += dcols[..., i, j]
+        dx = dxp[:, padding: padding + h, padding: padding + wd, :]
+    return dx, {"w": dw, "b": db}
+
+
+def normalize(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 pixels (N, H, W, C) -> float32 images scaled to [0, 1] and standardised per channel."""
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    shift = (mean / std).astype(np.float32)
+    return pixels.astype(np.float32) * scale - shift
+
+
+def layer_params(ctx, input_grad: bool = False) -> dict:
+    g = ctx.geometry
+    return {**ctx.layer_params("conv"), "stride": g.conv_stride, "padding": g.padding, "input_grad": input_grad}
+
+
+def images(inputs, ctx) -> np.ndarray:
+    return normalize(tensor(inputs["batches"], ctx.geometry, "batches", "pixels"), ctx.mean, ctx.std)
+
+
+def forward_stage(inputs, ctx) -> StageResult:
+    """batches(pixels) -> conv_fwd(out)."""
+    out, _ = forward(images(inputs, ctx), layer_params(ctx))
+    return StageResult({"out": per_image_table(ctx.geometry, "conv_fwd", inputs["batches"], out=out)})
+
+
+def backward_stage(inputs, ctx) -> StageResult:
+    """relu_bwd(dx) + batches(pixels) -> conv_bwd(grads); the input gradient is not computed."""
+    dout = tensor(inputs["relu_bwd"], ctx.geometry, "relu_bwd", "dx")
+    _, grads = backward(dout, make_cache(images(inputs, ctx), layer_params(ctx)))
+    return StageResult({"grads": arrays_to_table({f"conv.{k}": v for k, v in grads.items()}, "conv_bwd.grads")})

@@ -1,0 +1,56 @@
+"""Max-pooling layer on NHWC tensors."""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from stages.tabular import StageResult, per_image_table, tensor
+
+MAX_WINDOW = 127
+
+
+def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
+    """x (N, H, W, C) -> out (N, Ho, Wo, C); cache holds the argmax (N, Ho, Wo, C) int8 in the window.
+
+    params: size, stride.
+    """
+    size, stride = params["size"], params["stride"]
+    if size * size > MAX_WINDOW:
+        raise ValueError(f"pool window {size}x{size} has more than {MAX_WINDOW} elements; argmax must fit int8")
+    windows = sliding_window_view(x, (size, size), axis=(1, 2))[:, ::stride, ::stride]
+    flat = windows.reshape(*windows.shape[:4], size * size)
+    argmax = flat.argmax(axis=-1).astype(np.int8)
+    out = np.take_along_axis(flat, argmax[..., None].astype(np.intp), axis=-1)[..., 0]
+    return out, {"argmax": argmax, "input_shape": x.shape, "size": size, "stride": stride}
+
+
+def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
+    """dout (N, Ho, Wo, C) -> dx (N, H, W, C), routed to each window's maximum; no parameters."""
+    argmax, size, stride = cache["argmax"], cache["size"], cache["stride"]
+    ho, wo = dout.shape[1:3]
+    dx = np.zeros(cache["input_shape"], dtype=dout.dtype)
+    for i in range(size):
+        for j in range(size):
+            routed = np.where(argmax == i * size + j, dout, np.float32(0))
+            dx[:, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += routed
+    return dx, {}
+
+
+def layer_params(ctx) -> dict:
+    return {"size": ctx.geometry.pool_size, "stride": ctx.geometry.pool_stride}
+
+
+def forward_stage(inputs, ctx) -> StageResult:
+    """relu_fwd(out) -> pool_fwd(out, argmax)."""
+    out, cache = forward(tensor(inputs["relu_fwd"], ctx.geometry, "relu_fwd", "out"), layer_params(ctx))
+    table = per_image_table(ctx.geometry, "pool_fwd", inputs["relu_fwd"], out=out, argmax=cache["argmax"])
+    return StageResult({"out": table})
+
+
+def backward_stage(inputs, ctx) -> StageResult:
+    """fc_bwd(dx) + pool_fwd(argmax) -> pool_bwd(dx)."""
+    g = ctx.geometry
+    argmax = tensor(inputs["pool_fwd"], g, "pool_fwd", "argmax")
+    cache = {"argmax": argmax, "input_shape": (argmax.shape[0], *g.conv), **layer_params(ctx)}
+    dx, _ = backward(tensor(inputs["fc_bwd"], g, "fc_bwd", "dx"), cache)
+    return StageResult({"out": per_image_table(g, "pool_bwd", inputs["fc_bwd"], dx=dx)})

@@ -1,0 +1,43 @@
+"""ReLU layer."""
+from __future__ import annotations
+
+import numpy as np
+
+from stages.tabular import StageResult, per_image_table, tensor
+
+
+def forward(x: np.ndarray, params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x (any shape) -> out = max(x, 0), cache = boolean mask of x > 0."""
+    mask = x > 0
+    return np.where(mask, x, np.float32(0)), mask
+
+
+def backward(dout: np.ndarray, cache: np.ndarray) -> tuple[np.ndarray, dict]:
+    """dout, mask (same shape) -> dx = dout where the input was positive; no parameters."""
+    return np.where(cache, dout, np.float32(0)), {}
+
+
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """Boolean mask (N, ...) -> bitmask (N, ceil(size / 8)) uint8."""
+    return np.packbits(mask.reshape(mask.shape[0], -1), axis=1)
+
+
+def unpack_mask(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Bitmask (N, B) -> boolean mask (N, *shape)."""
+    size = int(np.prod(shape))
+    return np.unpackbits(bits, axis=1, count=size).view(bool).reshape(bits.shape[0], *shape)
+
+
+def forward_stage(inputs, ctx) -> StageResult:
+    """conv_fwd(out) -> relu_fwd(out, mask as a bitmask)."""
+    out, mask = forward(tensor(inputs["conv_fwd"], ctx.geometry, "conv_fwd", "out"))
+    table = per_image_table(ctx.geometry, "relu_fwd", inputs["conv_fwd"], out=out, mask=pack_mask(mask))
+    return StageResult({"out": table})
+
+
+def backward_stage(inputs, ctx) -> StageResult:
+    """pool_bwd(dx) + relu_fwd(mask) -> relu_bwd(dx)."""
+    g = ctx.geometry
+    mask = unpack_mask(tensor(inputs["relu_fwd"], g, "relu_fwd", "mask"), g.conv)
+    dx, _ = backward(tensor(inputs["pool_bwd"], g, "pool_bwd", "dx"), mask)
+    return StageResult({"out": per_image_table(g, "relu_bwd", inputs["pool_bwd"], dx=dx)})

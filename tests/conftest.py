@@ -1,0 +1,61 @@
+"""Shared fixtures: one local[2] SparkSession per test session, and CIFAR-10 archives made on the fly."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pipeline import config
+    from pipeline.spark import session
+
+    spark = session(config.from_dict({"spark": {"master": "local[2]"}}), app_name="sparkcnn-tests")
+    yield spark
+    spark.stop()
+
+
+def cifar_batch(n: int, seed: int, labels=None, data=None) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"synthetic",
+        b"labels": list(rng.integers(0, 10, n)) if labels is None else labels,
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8) if data is None else data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+
+
+def write_archive(path: Path, batches: dict[str, object], raw: dict[str, bytes] | None = None) -> Path:
+    """A .tar.gz in CIFAR-10's python layout holding the given batch dicts (and raw members)."""
+    with tarfile.open(path, "w:gz") as tar:
+        members = {name: pickle.dumps(b, protocol=2) for name, b in batches.items()}
+        members.update(raw or {})
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+@pytest.fixture
+def synthetic_archive(tmp_path):
+    """A valid tiny CIFAR-10 archive: 5 x 40 training images, 30 test images."""
+    batches = {name: cifar_batch(40, i) for i, name in enumerate(TRAIN_BATCHES)}
+    batches[TEST_BATCH] = cifar_batch(30, 99)
+    return write_archive(tmp_path / "tiny.tar.gz", batches)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _interpreter():
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -1,0 +1,53 @@
+import dataclasses
+
+import pytest
+
+from pipeline import config
+from pipeline.config import Config, ConfigError
+
+
+def test_default_toml_equals_built_in_defaults():
+    assert config.load().to_dict() == Config().to_dict()
+
+
+def test_overrides_are_typed():
+    cfg = config.load(overrides=["train.learning_rate=0.1", "model.filters=8", "run.root=/tmp/x", "train.epochs=2"])
+    assert cfg.train.learning_rate == 0.1 and cfg.model.filters == 8 and cfg.run.root == "/tmp/x"
+    assert cfg.train.epochs == 2 and isinstance(cfg.train.learning_rate, float)
+
+
+def test_config_file_then_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nbatch_size = 64\nshard_size = 16\n")
+    cfg = config.load(path, ["train.shard_size=32"])
+    assert (cfg.train.batch_size, cfg.train.shard_size) == (64, 32)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.learnig_rate=0.1", "train.learnig_rate"),
+    ("model.filters=abc", "model.filters"),
+    ("train.shard_size=0", "train.shard_size"),
+    ("nosection.key=1", "nosection"),
+    ("justtext", "section.key=value"),
+    ("train.lr_schedule='step'", "train.lr_schedule"),
+])
+def test_bad_config_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(overrides=[override])
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)
+
+
+def test_only_model_and_train_shape_results():
+    base = Config()
+    other = dataclasses.replace(base, spark=dataclasses.replace(base.spark, partitions=7))
+    assert other.fingerprint() == base.fingerprint()
+    changed = config.load(overrides=["train.seed=3"])
+    assert changed.fingerprint() != base.fingerprint()

@@ -1,0 +1,201 @@
+"""End-to-end training through Spark on the shipped sample: determinism, the numpy reference,
+and every stage's output against the numpy kernel it wraps."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from threadpoolctl import threadpool_limits
+
+from pipeline import config, graph, reference
+from pipeline.cli import main
+from pipeline.run import Run
+from schemas.tables import spec
+from stages import conv, fc, loss, pool, relu, update
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["train.batch_size=100", "train.shard_size=25", "train.epochs=2", "run.keep_iterations=5"]
+ITERATIONS = 3
+
+
+def train(spark, root, *extra):
+    cfg = config.load(overrides=[*SMALL, f'run.root="{root}"', *extra])
+    run = Run(cfg)
+    run.save_config()
+    run.train(spark, ITERATIONS)
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(spark, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return {
+        "a": train(spark, base / "a"),
+        "b": train(spark, base / "b"),
+        "four": train(spark, base / "four", "spark.partitions=4"),
+    }
+
+
+def params_after(run, iteration=ITERATIONS):
+    return run.latest_params(iteration)[1]
+
+
+def assert_bitwise_equal(p, q):
+    assert set(p) == set(q)
+    for name in p:
+        assert p[name].tobytes() == q[name].tobytes(), name
+
+
+def test_same_config_and_seed_give_bitwise_identical_parameters(runs):
+    assert_bitwise_equal(params_after(runs["a"]), params_after(runs["b"]))
+
+
+def test_partition_count_does_not_change_parameters(runs):
+    assert_bitwise_equal(params_after(runs["a"]), params_after(runs["four"]))
+
+
+def test_parameters_change_every_iteration(runs):
+    before, after = params_after(runs["a"], ITERATIONS - 1), params_after(runs["a"])
+    assert all(not np.array_equal(before[n], after[n]) for n in before)
+
+
+def test_matches_single_process_numpy_loop(runs):
+    got = params_after(runs["a"])
+    expected = reference.train(runs["a"].cfg, ITERATIONS)
+    for name in expected:
+        error = np.linalg.norm(got[name] - expected[name]) / np.linalg.norm(expected[name])
+        assert error <= 1e-6, (name, error)
+
+
+def test_different_seed_differs(spark, tmp_path):
+    other = train(spark, tmp_path / "seed1", "train.seed=1")
+    assert not np.array_equal(params_after(other, 1)["fc.w"], Run.open(str(tmp_path / "seed1")).params_at(0)["fc.w"])
+    init_a = update.init_params(other.geometry.param_shapes, 0)
+    assert not np.array_equal(other.params_at(0)["conv.w"], init_a["conv.w"])
+
+
+class Tables:
+    """Decoded stage tables of one iteration, read from the committed files."""
+
+    def __init__(self, run: Run, iteration: int):
+        self.run, self.t = run, iteration
+
+    def read(self, key: str, output: str = "out"):
+        files = self.run.manifest.files(key, output)
+        return [pq.read_table(self.run.storage.path(f["path"])) for f in files]
+
+    def tensor(self, stage: str, column: str, key: str | None = None) -> list[np.ndarray]:
+        key = key or graph.iteration_key(self.t, stage)
+        source = "batches" if key.startswith("batches") else stage
+        return [spec(self.run.geometry, source, column).decode(t.column(column)) for t in self.read(key)]
+
+
+def test_every_stage_matches_its_numpy_kernel(runs):
+    with threadpool_limits(limits=1, user_api="blas"):
+        check_iteration_against_kernels(runs["a"], 1)
+
+
+def check_iteration_against_kernels(run, t):
+    tab = Tables(run, t)
+    ctx = run.context(run.params_at(t), run.schedule().batch_images(t))
+    g = run.geometry
+    batches = [b for b in tab.read(graph.batches_key(0)) if b.column("iteration")[0].as_py() == t]
+    assert len(batches) == 4
+    images = [conv.normalize(spec(g, "batches", "pixels").decode(b.column("pixels")), ctx.mean, ctx.std) for b in batches]
+    labels = [b.column("label").to_numpy() for b in batches]
+    conv_p = conv.layer_params(ctx)
+    fc_p = ctx.layer_params("fc")
+    for s, x in enumerate(images):
+        c_out, c_cache = conv.forward(x, conv_p)
+        np.testing.assert_array_equal(tab.tensor("conv_fwd", "out")[s], c_out)
+        r_out, mask = relu.forward(c_out)
+        np.testing.assert_array_equal(tab.tensor("relu_fwd", "out")[s], r_out)
+        np.testing.assert_array_equal(relu.unpack_mask(tab.tensor("relu_fwd", "mask")[s], g.conv), mask)
+        p_out, p_cache = pool.forward(r_out, {"size": 2, "stride": 2})
+        np.testing.assert_array_equal(tab.tensor("pool_fwd", "out")[s], p_out)
+        np.testing.assert_array_equal(tab.tensor("pool_fwd", "argmax")[s], p_cache["argmax"])
+        scores, f_cache = fc.forward(p_out, fc_p)
+        np.testing.assert_array_equal(tab.tensor("fc_fwd", "scores")[s], scores)
+        losses, l_cache = loss.forward(scores, {"labels": labels[s]})
+        loss_table = tab.read(graph.iteration_key(t, "loss"))[s]
+        np.testing.assert_array_equal(loss_table.column("loss").to_numpy(), losses)
+        dscores, _ = loss.backward(np.full(losses.shape, 1 / 100, np.float32), l_cache)
+        np.testing.assert_array_equal(tab.tensor("loss", "dscores")[s], dscores)
+        dpool, fc_grads = fc.backward(dscores, f_cache)
+        np.testing.assert_array_equal(tab.tensor("fc_bwd", "dx")[s], dpool)
+        drelu, _ = pool.backward(dpool, p_cache)
+        np.testing.assert_array_equal(tab.tensor("pool_bwd", "dx")[s], drelu)
+        dconv, _ = relu.backward(drelu, mask)
+        np.testing.assert_array_equal(tab.tensor("relu_bwd", "dx")[s], dconv)
+        _, conv_grads = conv.backward(dconv, c_cache)
+        for name, grads, key in (("fc", fc_grads, "fc_bwd"), ("conv", conv_grads, "conv_bwd")):
+            stored = update.table_to_arrays(tab.read(graph.iteration_key(t, key), "grads")[s])
+            for k, v in grads.items():
+                np.testing.assert_array_equal(stored[f"{name}.{k}"], v)
+
+
+def test_keys_and_order_are_carried_through(runs):
+    run = runs["a"]
+    tab = Tables(run, 0)
+    batch_ids = [b.column("image_id").to_pylist() for b in tab.read(graph.batches_key(0))
+                 if b.column("iteration")[0].as_py() == 0]
+    for stage in ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss", "fc_bwd", "pool_bwd", "relu_bwd"):
+        tables = tab.read(graph.iteration_key(0, stage))
+        assert [t.column("image_id").to_pylist() for t in tables] == batch_ids, stage
+        assert all(t.column("iteration").to_pylist() == [0] * t.num_rows for t in tables)
+    order = graph.epoch_permutation(0, 0, 2000)[:100]
+    assert sum(batch_ids, []) == order.tolist()
+
+
+def test_cli_trains_evaluates_reports_and_exports(spark, tmp_path, capsys):
+    root = tmp_path / "cli"
+    flags = ["--run-root", str(root), "--set", "train.shard_size=250", "--partitions", "2"]
+    assert main(["train", *flags, "--epochs", "1", "--batch-size", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "eval.e0000" in out and "complete: every planned stage is committed" in out
+    run = Run.open(str(root))
+    metrics = run.metrics().to_pylist()
+    evals = [m for m in metrics if m["kind"] == "eval"]
+    assert len(evals) == 1 and evals[0]["rows"] == 1000 and 0.0 <= evals[0]["accuracy"] <= 1.0
+    assert evals[0]["accuracy"] > 0.15
+    stage_rows = [m for m in metrics if m["kind"] == "stage"]
+    assert {m["stage"] for m in stage_rows} == set(graph.ITERATION_STAGES)
+    assert len(stage_rows) == 4 * len(graph.ITERATION_STAGES)
+    assert all(m["seconds"] > 0 and m["bytes"] > 0 for m in stage_rows)
+    assert {m["rows"] for m in stage_rows if m["stage"] == "conv_fwd"} == {500}
+    train_rows = sorted((m for m in metrics if m["kind"] == "train"), key=lambda m: m["iteration"])
+    assert [m["iteration"] for m in train_rows] == [0, 1, 2, 3] and all(np.isfinite(m["loss"]) for m in train_rows)
+
+    assert main(["export", "--run-root", str(root), "--out", str(tmp_path / "p.npz")]) == 0
+    exported = np.load(tmp_path / "p.npz")
+    assert_bitwise_equal(dict(exported), run.params_at(4))
+    assert main(["export", "--run-root", str(root), "--out", str(tmp_path / "p1.npz"), "--iteration", "1"]) == 0
+    assert_bitwise_equal(dict(np.load(tmp_path / "p1.npz")), run.params_at(1))
+    assert exported["conv.w"].shape == (32, 3, 5, 5) and exported["fc.w"].shape == (8192, 10)
+
+
+def test_stage_command_runs_one_stage_and_refuses_missing_inputs(spark, tmp_path, capsys):
+    root = tmp_path / "stages"
+    flags = ["--run-root", str(root), "--set", "train.batch_size=200", "--set", "train.shard_size=100"]
+    assert main(["train", *flags, "--iterations", "1"]) == 0
+    assert main(["stage", "relu_fwd", "--iteration", "1", "--run-root", str(root)]) == 2
+    assert "i000001.conv_fwd is not committed" in capsys.readouterr().err
+    assert main(["stage", "conv_fwd", "--iteration", "1", "--run-root", str(root)]) == 0
+    assert main(["stage", "conv_fwd", "--iteration", "1", "--run-root", str(root)]) == 2
+    assert "already committed" in capsys.readouterr().err
+    assert main(["status", "--run-root", str(root)]) == 0
+    assert "next stage: i000001.relu_fwd" in capsys.readouterr().out
+    assert main(["resume", "--run-root", str(root), "--iterations", "2"]) == 0
+    run = Run.open(str(root))
+    assert run.next_stage() == graph.iteration_key(2, "conv_fwd")
+    reference_params = reference.train(run.cfg, 2)
+    for name, value in run.params_at(2).items():
+        assert np.linalg.norm(value - reference_params[name]) <= 1e-6 * np.linalg.norm(reference_params[name])
+
+
+def test_resume_refuses_a_run_root_with_other_settings(spark, tmp_path, capsys):
+    root = tmp_path / "other"
+    assert main(["train", "--run-root", str(root), "--iterations", "1", "--batch-size", "200"]) == 0
+    assert main(["train", "--run-root", str(root), "--iterations", "1", "--batch-size", "100"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err

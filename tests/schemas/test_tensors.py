@@ -1,0 +1,48 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Config
+from schemas.tables import arrays_to_table, table_schema, table_to_arrays, tensor_specs
+from schemas.tensors import TensorSpec, spec_of
+from stages.network import geometry_of
+
+
+@pytest.mark.parametrize("dtype,shape", [("float32", (4, 3, 2)), ("uint8", (3072,)), ("int8", (2, 2))])
+def test_round_trip(dtype, shape):
+    spec = TensorSpec("t", dtype, shape)
+    data = (np.random.default_rng(0).standard_normal((5, *shape)) * 50).astype(dtype)
+    column = spec.encode(data)
+    assert column.type == pa.binary() and len(column) == 5
+    np.testing.assert_array_equal(spec.decode(column), data)
+    np.testing.assert_array_equal(spec.decode(pa.chunked_array([column.slice(0, 2), column.slice(2)])), data)
+
+
+def test_wrong_row_length_is_refused():
+    with pytest.raises(ValueError, match="12 bytes"):
+        TensorSpec("t", "float32", (3,)).decode(pa.array([b"\x00" * 12, b"\x00" * 8]))
+    with pytest.raises(ValueError, match="shape"):
+        TensorSpec("t", "float32", (3,)).encode(np.zeros((2, 4), np.float32))
+
+
+def test_parquet_files_declare_dtype_and_shape(tmp_path):
+    g = geometry_of(Config().model)
+    schema = table_schema(g, "pool_fwd")
+    path = tmp_path / "t.parquet"
+    pq.write_table(schema.empty_table(), path)
+    read = pq.read_schema(path)
+    specs = {s.name: s for s in tensor_specs(g)["pool_fwd"]}
+    assert spec_of(read.field("out")) == specs["out"] == TensorSpec("out", "float32", (16, 16, 32))
+    assert spec_of(read.field("argmax")) == TensorSpec("argmax", "int8", (16, 16, 32))
+    assert read.metadata[b"sparkcnn.table"] == b"pool_fwd"
+    assert not any(pa.types.is_list(f.type) for f in read)
+
+
+def test_named_arrays_round_trip():
+    arrays = {"a.w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5], np.float32)}
+    back = table_to_arrays(arrays_to_table(arrays, "params"))
+    assert set(back) == set(arrays)
+    for name in arrays:
+        np.testing.assert_array_equal(back[name], arrays[name])
+        assert back[name].dtype == np.float32

@@ -1,0 +1,124 @@
+"""Every layer's backward pass against finite differences, over several shapes, strides and paddings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages import conv, fc, loss, pool, relu
+from tests.stages.gradcheck import assert_gradient
+
+
+def objective(out: np.ndarray, weights: np.ndarray) -> float:
+    return float((out.astype(np.float64) * weights).sum())
+
+
+@pytest.mark.parametrize("n,h,w,c,f,k,stride,pad", [
+    (2, 7, 7, 3, 4, 3, 1, 1), (3, 8, 6, 2, 5, 5, 1, 2), (2, 9, 9, 3, 2, 3, 2, 0), (1, 10, 8, 4, 3, 4, 3, 2),
+])
+def test_conv_gradients(n, h, w, c, f, k, stride, pad):
+    rng = np.random.default_rng(n * 100 + k)
+    x = rng.standard_normal((n, h, w, c))
+    params = {"w": rng.standard_normal((f, c, k, k)), "b": rng.standard_normal(f),
+              "stride": stride, "padding": pad, "input_grad": True}
+    out, cache = conv.forward(x, params)
+    weights = rng.standard_normal(out.shape)
+    dx, grads = conv.backward(weights, cache)
+
+    def f_():
+        return objective(conv.forward(x, params)[0], weights)
+
+    assert_gradient(dx, f_, x)
+    assert_gradient(grads["w"], f_, params["w"])
+    assert_gradient(grads["b"], f_, params["b"])
+
+
+def test_conv_matches_direct_convolution():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    out, _ = conv.forward(x, {"w": w, "b": b, "stride": 2, "padding": 1})
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((2, 3, 3, 4), np.float32)
+    for i in range(3):
+        for j in range(3):
+            patch = xp[:, 2 * i: 2 * i + 3, 2 * j: 2 * j + 3, :]
+            expected[:, i, j, :] = np.einsum("nhwc,fchw->nf", patch, w) + b
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert out.dtype == np.float32
+
+
+def test_first_layer_skips_input_gradient():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    params = {"w": rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "b": np.zeros(2, np.float32),
+              "stride": 1, "padding": 1}
+    out, cache = conv.forward(x, params)
+    dx, grads = conv.backward(np.ones_like(out), cache)
+    assert dx is None and set(grads) == {"w", "b"}
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (5, 7), (3, 2, 6, 1)])
+def test_relu_gradients(shape):
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape)
+    x[np.abs(x) < 0.01] = 0.5  # keep finite differences away from the kink
+    out, mask = relu.forward(x)
+    weights = rng.standard_normal(shape)
+    dx, _ = relu.backward(weights, mask)
+    assert_gradient(dx, lambda: objective(relu.forward(x)[0], weights), x)
+
+
+def test_relu_bitmask_round_trip():
+    mask = np.random.default_rng(3).random((4, 5, 3, 7)) > 0.5
+    bits = relu.pack_mask(mask)
+    assert bits.shape == (4, (5 * 3 * 7 + 7) // 8) and bits.dtype == np.uint8
+    np.testing.assert_array_equal(relu.unpack_mask(bits, (5, 3, 7)), mask)
+
+
+@pytest.mark.parametrize("n,h,w,c,size,stride", [(2, 8, 8, 3, 2, 2), (2, 7, 9, 2, 3, 2), (1, 6, 6, 4, 3, 3), (2, 5, 5, 2, 2, 1)])
+def test_pool_gradients(n, h, w, c, size, stride):
+    rng = np.random.default_rng(size * 10 + stride)
+    x = rng.permutation(n * h * w * c).reshape(n, h, w, c).astype(np.float64) * 0.01  # distinct values: no ties
+    params = {"size": size, "stride": stride}
+    out, cache = pool.forward(x, params)
+    assert cache["argmax"].dtype == np.int8
+    weights = rng.standard_normal(out.shape)
+    dx, _ = pool.backward(weights, cache)
+    assert_gradient(dx, lambda: objective(pool.forward(x, params)[0], weights), x, h=1e-4)
+
+
+def test_pool_rejects_window_beyond_int8():
+    with pytest.raises(ValueError, match="int8"):
+        pool.forward(np.zeros((1, 12, 12, 1), np.float32), {"size": 12, "stride": 12})
+
+
+@pytest.mark.parametrize("n,shape,k", [(3, (4, 4, 2), 10), (5, (7,), 3)])
+def test_fc_gradients(n, shape, k):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, *shape))
+    params = {"w": rng.standard_normal((int(np.prod(shape)), k)), "b": rng.standard_normal(k)}
+    out, cache = fc.forward(x, params)
+    weights = rng.standard_normal(out.shape)
+    dx, grads = fc.backward(weights, cache)
+
+    def f_():
+        return objective(fc.forward(x, params)[0], weights)
+
+    assert dx.shape == x.shape
+    assert_gradient(dx, f_, x)
+    assert_gradient(grads["w"], f_, params["w"])
+    assert_gradient(grads["b"], f_, params["b"])
+
+
+@pytest.mark.parametrize("n,k", [(4, 10), (7, 3)])
+def test_softmax_cross_entropy_gradients(n, k):
+    rng = np.random.default_rng(k)
+    scores = rng.standard_normal((n, k)) * 3
+    labels = rng.integers(0, k, n)
+    losses, cache = loss.forward(scores, {"labels": labels})
+    dout = np.full(n, 1.0 / n)
+    dscores, _ = loss.backward(dout, cache)
+    assert_gradient(dscores, lambda: float(loss.forward(scores, {"labels": labels})[0].mean()), scores)
+    expected = -np.log(np.exp(scores)[np.arange(n), labels] / np.exp(scores).sum(axis=1))
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
