@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -11,7 +12,8 @@ from pipeline import config
 from pipeline import graph
 from pipeline.config import ConfigError
 from pipeline.ingest import DataError
-from pipeline.run import Run, RunError
+from pipeline.lock import LockHeld, RunLock
+from pipeline.run import Run, RunError, failure_reason
 
 FLAG_KEYS = {
     "data": "data.path",
@@ -51,8 +53,13 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what is committed and what comes next")
     status.add_argument("--run-root")
     status.add_argument("--next", action="store_true", help="print only the next stage as `sparkcnn stage` arguments")
+    status.add_argument("--verify", action="store_true", help="check every committed file against the manifest")
     resume = sub.add_parser("resume", help="continue a run from its first uncommitted stage")
     _add_config_flags(resume, training=False)
+    resume.add_argument("--branch", metavar="NEW_ROOT",
+                        help="with settings that change results: start a new run at NEW_ROOT from the last checkpoint")
+    gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
+    gc.add_argument("--run-root")
     export = sub.add_parser("export", help="write parameters as named numpy arrays (.npz)")
     export.add_argument("--run-root")
     export.add_argument("--out", required=True)
@@ -89,36 +96,72 @@ def print_stage(run: Run, outcome) -> None:
     print(line, flush=True)
 
 
+def prepare(run: Run) -> None:
+    """Before writing to an existing run: verify committed stages, uncommit what is damaged
+    (with what depends on it), and remove files that dead attempts left behind."""
+    if not run.manifest.keys():
+        return
+    problems = run.verify()
+    for key, found in problems.items():
+        print(f"verify: {key}: {'; '.join(found)}", flush=True)
+    if problems:
+        removed = run.repair(problems)
+        print(f"verify: {len(removed)} stage(s) will be recomputed: {', '.join(removed[:12])}"
+              f"{' ...' if len(removed) > 12 else ''}", flush=True)
+    cleaned = run.retention.collect()
+    if cleaned["orphans"]:
+        print(f"removed {cleaned['orphans']} uncommitted file(s) of dead attempts "
+              f"({cleaned['bytes'] / 1e6:.1f} MB)", flush=True)
+
+
 def cmd_train(args, run: Run) -> int:
     from pipeline.spark import session
 
-    run.save_config()
-    print(f"run root {run.storage.url}", flush=True)
-    spark = session(run.cfg)
-    run.train(spark, run.cfg.run.iterations, on_stage=print_stage)
+    if args.command == "resume" and getattr(args, "branch", None):
+        source = Run.open(run.storage.url)
+        run = source.branch_to(run.cfg, args.branch)
+        print(f"branched {source.storage.url} at iteration {run.schedule().start_iteration} into {run.storage.url}")
+    with RunLock(run.storage):
+        run.save_config()
+        print(f"run root {run.storage.url}", flush=True)
+        prepare(run)
+        run.train(session(run.cfg), run.cfg.run.iterations, on_stage=print_stage)
     report_status(run)
     return 0
+
+
+def stage_key(args) -> str:
+    name = args.name
+    if name in graph.ITERATION_STAGES:
+        if args.iteration is None:
+            raise RunError(f"stage {name} needs --iteration N")
+        return graph.iteration_key(args.iteration, name)
+    if name in ("batches", "evaluate"):
+        if args.epoch is None:
+            raise RunError(f"stage {name} needs --epoch N")
+        return graph.batches_key(args.epoch) if name == "batches" else graph.eval_key(args.epoch)
+    if name in graph.SETUP_STAGES:
+        return name
+    raise RunError(f"unknown stage {name!r}")
 
 
 def cmd_stage(args, run: Run) -> int:
     from pipeline.spark import session
 
-    name = args.name
-    if name in graph.ITERATION_STAGES:
-        if args.iteration is None:
-            raise RunError(f"stage {name} needs --iteration N")
-        key = graph.iteration_key(args.iteration, name)
-    elif name in ("batches", "evaluate"):
-        if args.epoch is None:
-            raise RunError(f"stage {name} needs --epoch N")
-        key = graph.batches_key(args.epoch) if name == "batches" else graph.eval_key(args.epoch)
-    elif name in graph.SETUP_STAGES:
-        key = name
-    else:
-        raise RunError(f"unknown stage {name!r}")
+    key = stage_key(args)
     if key not in run.plan():
         raise RunError(f"stage {key} is not part of this run's plan")
-    print_stage(run, run.run_stage(session(run.cfg), key))
+    with RunLock(run.storage):
+        print_stage(run, run.run_stage(session(run.cfg), key))
+    return 0
+
+
+def cmd_gc(args, run: Run) -> int:
+    with RunLock(run.storage):
+        done = run.retention.collect()
+    print(f"gc: removed {done['orphans']} file(s) no committed stage owns ({done['bytes'] / 1e6:.1f} MB); "
+          f"retention applied (keep_iterations={run.cfg.run.keep_iterations}, "
+          f"checkpoint_every={run.cfg.run.checkpoint_every})")
     return 0
 
 
@@ -153,6 +196,14 @@ def cmd_status(args, run: Run) -> int:
         print(stage_arguments(nxt) if nxt else "")
         return 0
     report_status(run)
+    if args.verify:
+        problems = run.verify()
+        checked = len(run.manifest.keys())
+        for key, found in problems.items():
+            print(f"verify: {key}: {'; '.join(found)}")
+        print(f"verify: {checked} committed stage(s) checked, {len(problems)} damaged"
+              + (f"; `{resume_command(run)}` recomputes them" if problems else ""))
+        return 1 if problems else 0
     return 0
 
 
@@ -163,28 +214,42 @@ def cmd_export(args, run: Run) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export,
+            "gc": cmd_gc}
+WRITERS = ("train", "resume", "stage")
+
+
+def open_run(args) -> Run:
+    if args.command == "train":
+        return Run(config.load(args.config, overrides_from(args)))
+    root = default_root(args)
+    if args.command == "stage" and not Run.exists(root):
+        run = Run(config.load(args.config, overrides_from(args)), root)
+        run.save_config()
+        return run
+    extra = [o for o in (overrides_from(args) if hasattr(args, "overrides") else []) if not o.startswith("run.root=")]
+    return Run.open(root, extra)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     run = None
     try:
-        if args.command == "train":
-            cfg = config.load(args.config, overrides_from(args))
-            run = Run(cfg)
-        elif args.command == "stage" and not Run.exists(default_root(args)):
-            run = Run(config.load(args.config, overrides_from(args)), default_root(args))
-            run.save_config()
-        else:
-            extra = overrides_from(args) if hasattr(args, "overrides") else []
-            run = Run.open(default_root(args), [o for o in extra if not o.startswith("run.root=")])
+        run = open_run(args)
         return COMMANDS[args.command](args, run)
-    except (ConfigError, DataError, RunError) as e:
+    except LockHeld as e:
         print(f"error: {e}", file=sys.stderr)
-        if run is not None and args.command in ("train", "resume", "stage") and run.manifest.committed("ingest"):
+        return 3
+    except (ConfigError, DataError, RunError, Exception, KeyboardInterrupt) as e:
+        expected = isinstance(e, (ConfigError, DataError, RunError))
+        reason = str(e) if expected else failure_reason(e)
+        print(f"error: {reason}", file=sys.stderr)
+        if run is not None and args.command in WRITERS and Run.exists(run.storage.url):
+            print(f"run root: {run.storage.url}", file=sys.stderr)
             print(f"to continue: {resume_command(run)}", file=sys.stderr)
-        return 2
+        if not expected and not isinstance(e, KeyboardInterrupt) and os.environ.get("SPARKCNN_DEBUG"):
+            raise
+        return 2 if expected else (130 if isinstance(e, KeyboardInterrupt) else 1)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class RunConfig:
     root: str = "runs/default"
     iterations: int = 0
     keep_iterations: int = 2
+    checkpoint_every: int = 100
     inspect_iterations: list = field(default_factory=list)
 
 
@@ -103,6 +104,7 @@ class Config:
             ("spark.partitions", self.spark.partitions >= 1),
             ("run.iterations", self.run.iterations >= 0),
             ("run.keep_iterations", self.run.keep_iterations >= 1),
+            ("run.checkpoint_every", self.run.checkpoint_every >= 0),
             ("run.inspect_iterations", all(isinstance(i, int) and i >= 0 for i in self.run.inspect_iterations)),
         ]
         bad = [key for key, ok in checks if not ok]

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
+from pipeline import faults
 from pipeline.storage import Storage
 from schemas.tables import TASK_RESULT_SCHEMA, table_schema
 from stages.tabular import StageContext
@@ -37,6 +38,7 @@ class StageTask:
     columns: dict[str, list[str] | None]
     many: frozenset = frozenset()
     units: list[Unit] = field(default_factory=list)
+    key: str = ""
 
 
 def resolve(function: str):
@@ -62,8 +64,10 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     rows = []
     for output, table in result.tables.items():
         path = output_path(task.out_dir, output, unit.part)
+        faults.hit("write", task.key)
         size = task.storage.write_parquet(table, path)
         rows.append(result_row(unit.part, output, path, table.num_rows, size, result.values))
+        faults.hit("in-task", task.key)
     return rows
 
 

@@ -70,9 +70,10 @@ def eval_key(epoch: int) -> str:
     return f"eval.e{epoch:04d}"
 
 
-def params_key(iteration: int) -> str:
-    """The stage whose output holds the parameters an iteration starts from."""
-    return "init" if iteration == 0 else iteration_key(iteration - 1, "update")
+def params_key(iteration: int, start: int = 0) -> str:
+    """The stage whose output holds the parameters an iteration starts from; a run (or a branch)
+    starting at iteration `start` takes them from its init stage."""
+    return "init" if iteration == start else iteration_key(iteration - 1, "update")
 
 
 def shard_part(shard: int) -> str:
@@ -102,6 +103,7 @@ class Schedule:
     batch_size: int
     shard_size: int
     epochs: int
+    start_iteration: int = 0
 
     @property
     def iterations_per_epoch(self) -> int:
@@ -124,10 +126,10 @@ class Schedule:
     def plan(self) -> list[str]:
         """Every stage key of the run, in execution order."""
         keys = list(SETUP_STAGES)
-        for epoch in range(self.epochs):
+        for epoch in range(self.epoch_of(self.start_iteration), self.epochs):
             keys.append(batches_key(epoch))
-            first = epoch * self.iterations_per_epoch
-            for t in range(first, first + self.iterations_per_epoch):
+            first = max(epoch * self.iterations_per_epoch, self.start_iteration)
+            for t in range(first, (epoch + 1) * self.iterations_per_epoch):
                 keys.extend(iteration_key(t, s) for s in ITERATION_STAGES)
             keys.append(eval_key(epoch))
         return keys

@@ -47,6 +47,11 @@ class Manifest:
         self._entries[entry["key"]] = entry
         return entry
 
+    def remove(self, key: str) -> None:
+        """Uncommit a stage (its files become orphans for gc)."""
+        self.storage.remove(self._rel(key))
+        self._entries.pop(key, None)
+
     def files(self, key: str, output: str) -> list[dict]:
         """The committed files of one output of a stage, sorted by part."""
         entry = self.get(key)

@@ -11,10 +11,12 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import config as config_mod
-from pipeline import graph, ingest
+from pipeline import faults, graph, ingest
 from pipeline.config import Config
 from pipeline.executor import ShuffleTask, StageTask, Unit, execute, output_path, write_shard
 from pipeline.manifest import Manifest
+from pipeline.retention import Retention
+from pipeline.verify import dependents, verify
 from pipeline.storage import Storage
 from schemas.tables import METRICS_SCHEMA, TASK_RESULT_SCHEMA, arrays_to_table, table_to_arrays
 from stages import update
@@ -22,7 +24,7 @@ from stages.network import geometry_of
 from stages.tabular import StageContext
 
 CONFIG_FILE = "config.json"
-RETIRED_DIR = "retired"
+BRANCH_FILE = "branch.json"
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
 
 
@@ -32,6 +34,24 @@ class RunError(RuntimeError):
 
 class MissingInput(RunError):
     pass
+
+
+class StageFailed(RunError):
+    """A stage that raised; nothing of it is committed."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"stage {key} failed: {reason}")
+        self.key = key
+
+
+def failure_reason(error: BaseException) -> str:
+    """The root cause of an error, also when it comes back from a Spark task as a long trace."""
+    text = str(error)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception", "Interrupt"))
+              and not ln.startswith(("org.apache", "py4j", "pyspark.errors"))]
+    reason = causes[-1] if causes else (lines[-1] if lines else type(error).__name__)
+    return reason if ":" in reason else f"{type(error).__name__}: {reason}"
 
 
 def resolve_data_path(path: str) -> str:
@@ -53,6 +73,7 @@ class Run:
         self.cfg = cfg
         self.storage = Storage(root or cfg.run.root)
         self.manifest = Manifest(self.storage)
+        self.retention = Retention(self)
         self.geometry = geometry_of(cfg.model)
 
     @staticmethod
@@ -77,8 +98,9 @@ class Run:
             old = {s: saved[s] for s in Config.RESULT_SECTIONS}
             changed = [f"{s}.{k}" for s in old for k in old[s] if old[s][k] != self.cfg.to_dict()[s][k]]
             if changed:
-                raise RunError(f"run root {self.storage.url} was started with other settings: "
-                               f"{', '.join(changed)} differ; use a new --run-root")
+                raise RunError(f"run root {self.storage.url} was started with other settings that change results: "
+                               f"{', '.join(changed)}; to continue with the new values from the last checkpoint, "
+                               f"add --branch NEW_ROOT to `sparkcnn resume`, or use a new --run-root")
         data = {**self.cfg.to_dict(), "run": {**self.cfg.to_dict()["run"], "root": self.storage.url}}
         self.storage.write_bytes(CONFIG_FILE, json.dumps(data, indent=1).encode())
 
@@ -90,7 +112,22 @@ class Run:
             raise MissingInput("stage ingest is not committed")
         counts = entry["values"]["all"]
         t = self.cfg.train
-        return graph.Schedule(counts["train"], counts["test"], t.batch_size, t.shard_size, t.epochs)
+        return graph.Schedule(counts["train"], counts["test"], t.batch_size, t.shard_size, t.epochs,
+                              self.branch().get("iteration", 0))
+
+    def branch(self) -> dict:
+        """Where this run branched from ({} for a run that started from scratch)."""
+        if not hasattr(self, "_branch"):
+            self._branch = json.loads(self.storage.read_bytes(BRANCH_FILE)) if self.storage.exists(BRANCH_FILE) else {}
+        return self._branch
+
+    def iterations_done(self) -> int:
+        """Iterations whose update is committed, counted from iteration 0."""
+        sched = self.schedule()
+        t = sched.start_iteration
+        while self.manifest.committed(graph.iteration_key(t, "update")):
+            t += 1
+        return t
 
     def plan(self) -> list[str]:
         if not self.manifest.committed("ingest"):
@@ -118,18 +155,12 @@ class Run:
             raise RunError(f"stage {key} is already committed")
         stage, epoch, iteration = graph.parse_key(key)
         start = time.perf_counter()
-        if stage == "ingest":
-            entry = self._ingest()
-        elif stage == "init":
-            entry = self._init()
-        elif stage in ("testset", "batches"):
-            entry = self._shuffle(spark, key, epoch)
-        elif stage == "evaluate":
-            entry = self._evaluate(spark, key, epoch)
-        elif stage in graph.STAGE_DEFS and iteration is not None:
-            entry = self._iteration_stage(spark, key, stage, iteration)
-        else:
-            raise RunError(f"unknown stage {key!r}")
+        try:
+            entry = self._compute(spark, key, stage, epoch, iteration)
+        except (RunError, ingest.DataError):
+            raise
+        except Exception as e:
+            raise StageFailed(key, failure_reason(e)) from e
         entry["seconds"] = time.perf_counter() - start
         files = [f for fs in entry["outputs"].values() for f in fs]
         entry["rows"] = sum(f["rows"] for f in files if f["output"] in ("out", "images"))
@@ -138,10 +169,27 @@ class Run:
             self._write_iteration_metrics(entry, iteration)
         elif stage == "evaluate":
             self._write_eval_metrics(entry, epoch)
+        self.retention.forget(key)
         self.manifest.commit(entry)
+        faults.hit("after-commit", key)
         if stage == "update":
-            self.retire(iteration - self.cfg.run.keep_iterations)
+            self.retention.apply(iteration + 1)
         return StageOutcome(key, entry["seconds"], entry["rows"], entry["bytes"])
+
+    def _compute(self, spark, key: str, stage: str, epoch: int | None, iteration: int | None) -> dict:
+        if stage == "ingest":
+            entry = self._ingest()
+        elif stage == "init":
+            entry = self._branch_init() if self.branch() else self._init()
+        elif stage in ("testset", "batches"):
+            entry = self._shuffle(spark, key, epoch)
+        elif stage == "evaluate":
+            entry = self._evaluate(spark, key, epoch)
+        elif stage in graph.STAGE_DEFS and iteration is not None:
+            entry = self._iteration_stage(spark, key, stage, iteration)
+        else:
+            raise RunError(f"unknown stage {key!r}")
+        return entry
 
     def _entry(self, key: str, inputs: list[str], extra_identity: dict, outputs: list[dict], values: dict) -> dict:
         stage, epoch, iteration = graph.parse_key(key)
@@ -185,6 +233,46 @@ class Run:
             path = output_path("params/v000000", name, graph.ALL_PARTS)
             outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
         return self._entry("init", [], {}, outputs, {})
+
+    def _branch_init(self) -> dict:
+        """The parameters and velocity this branch starts from, copied from its source run."""
+        branch = self.branch()
+        source = Run.open(branch["from"])
+        outputs = []
+        for name in ("params", "velocity"):
+            table = source.storage.read_parquet(source._params_file(branch["iteration"], name)["path"])
+            path = output_path(f"params/v{branch['iteration']:06d}", name, graph.ALL_PARTS)
+            outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
+        return self._entry("init", [], {"branch": branch}, outputs, {})
+
+    def last_checkpoint(self) -> int:
+        """The latest iteration whose starting parameters and velocity are stored and intact."""
+        sched = self.schedule()
+        for t in range(self.iterations_done(), sched.start_iteration - 1, -1):
+            key = graph.params_key(t, sched.start_iteration)
+            if self.manifest.committed(key) and not ({"params", "velocity"} & self.retention.retired_outputs(key)) \
+                    and not verify(self, [key]):
+                return t
+        raise RunError(f"run {self.storage.url} has no intact checkpoint")
+
+    def branch_to(self, cfg: Config, root: str) -> "Run":
+        """A new run at `root` with config `cfg`, starting from this run's last intact checkpoint."""
+        new = Run(cfg, root)
+        if new.geometry.param_shapes != self.geometry.param_shapes:
+            raise RunError("cannot branch: the model settings change the parameter shapes, so no checkpoint fits")
+        if new.storage.exists(CONFIG_FILE):
+            raise RunError(f"cannot branch into {new.storage.url}: it already holds a run")
+        iteration = self.last_checkpoint()
+        new.save_config()
+        key = graph.params_key(iteration, self.schedule().start_iteration)
+        doc = {"from": self.storage.url, "iteration": iteration, "identity": self.manifest.get(key)["identity"]}
+        new.storage.write_bytes(BRANCH_FILE, json.dumps(doc).encode())
+        entry = self.manifest.get("ingest")
+        for files in entry["outputs"].values():
+            for f in files:
+                new.storage.write_bytes(f["path"], self.storage.read_bytes(f["path"]))
+        new.manifest.commit({k: v for k, v in entry.items() if k != "committed_at"})
+        return new
 
     def _shuffle(self, spark, key: str, epoch: int | None) -> dict:
         """Write the images of an epoch (or the test split) as one file per (iteration, shard)."""
@@ -240,11 +328,21 @@ class Run:
 
     def params_at(self, iteration: int) -> dict[str, np.ndarray]:
         """Parameters an iteration starts from (iteration N+1 -> the parameters after N)."""
-        key = graph.params_key(iteration)
+        return table_to_arrays(self.storage.read_parquet(self._params_file(iteration, "params")["path"]))
+
+    def _params_file(self, iteration: int, output: str) -> dict:
+        start = self.schedule().start_iteration if self.manifest.committed("ingest") else 0
+        if iteration < start:
+            raise RunError(f"this run branched at iteration {start}; parameters of iteration {iteration} "
+                           f"are in {self.branch()['from']}")
+        key = graph.params_key(iteration, start)
         if not self.manifest.committed(key):
             raise MissingInput(f"parameters for iteration {iteration}: stage {key} is not committed")
-        (f,) = self.manifest.files(key, "params")
-        return table_to_arrays(self.storage.read_parquet(f["path"]))
+        if output in self.retention.retired_outputs(key):
+            raise RunError(f"parameters for iteration {iteration} were removed by the checkpoint policy "
+                           f"(run.checkpoint_every={self.cfg.run.checkpoint_every})")
+        (f,) = self.manifest.files(key, output)
+        return f
 
     def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None) -> StageContext:
         (f,) = self.manifest.files("ingest", "stats")
@@ -256,9 +354,10 @@ class Run:
         sched = self.schedule()
         sdef = graph.STAGE_DEFS[stage]
         epoch = sched.epoch_of(t)
-        source_key = {"batches": graph.batches_key(epoch), "params": graph.params_key(t)}
+        params_key = graph.params_key(t, sched.start_iteration)
+        source_key = {"batches": graph.batches_key(epoch), "params": params_key}
         deps = sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
-                      | ({graph.params_key(t)} if sdef.uses_params else set()))
+                      | ({params_key} if sdef.uses_params else set()))
         self.identity(key, deps, {})
         shards = [graph.shard_part(s) for s in range(sched.shards(sched.batch_images(t)))]
         parts = [graph.ALL_PARTS] if stage == "update" else shards
@@ -287,7 +386,7 @@ class Run:
         out_dir = f"params/v{t + 1:06d}" if stage == "update" else f"iterations/i{t:06d}/{stage}"
         task = StageTask(self.storage, sdef.function, self.context(params, sched.batch_images(t), hyper), out_dir,
                          {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
-                         frozenset(n for n, i in sdef.inputs.items() if i.many), units)
+                         frozenset(n for n, i in sdef.inputs.items() if i.many), units, key)
         rows = self._run_task(spark, key, task)
         outputs = {r["output"] for r in rows}
         self._check_parts(key, rows, {o: parts for o in outputs})
@@ -310,27 +409,10 @@ class Run:
         sdef = graph.EVALUATE
         task = StageTask(self.storage, sdef.function, self.context(self.params_at(last + 1)),
                          f"epochs/e{epoch:04d}/evaluate", {"batches": list(sdef.inputs["batches"].columns)},
-                         frozenset(), units)
+                         frozenset(), units, key)
         rows = self._run_task(spark, key, task)
         self._check_parts(key, rows, {"out": {u.part for u in units}})
         return self._entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
-
-    # retention
-
-    def retire(self, iteration: int) -> None:
-        """Remove an iteration's stage outputs (its parameters stay), unless kept for inspection."""
-        if iteration < 0 or iteration in self.cfg.run.inspect_iterations:
-            return
-        marker = f"{RETIRED_DIR}/i{iteration:06d}.json"
-        if self.storage.exists(marker):
-            return
-        stages = [graph.iteration_key(iteration, s) for s in graph.ITERATION_STAGES if s != "update"]
-        self.storage.write_bytes(marker, json.dumps({"iteration": iteration, "stages": stages}).encode())
-        self.storage.remove(f"iterations/i{iteration:06d}")
-
-    def retired(self, key: str) -> bool:
-        stage, _, iteration = graph.parse_key(key)
-        return iteration is not None and stage != "update" and self.storage.exists(f"{RETIRED_DIR}/i{iteration:06d}.json")
 
     # metrics
 
@@ -378,9 +460,24 @@ class Run:
     def latest_params(self, iteration: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
         """(iterations done, parameters) after `iteration` iterations, or after the last committed update."""
         if iteration is None:
-            done = [graph.parse_key(k)[2] for k in self.manifest.keys() if k.endswith(".update")]
-            iteration = max(done) + 1 if done else 0
+            iteration = self.iterations_done()
         return iteration, self.params_at(iteration)
+
+    # verification and repair
+
+    def verify(self) -> dict[str, list[str]]:
+        return verify(self)
+
+    def repair(self, problems: dict[str, list[str]]) -> list[str]:
+        """Uncommit the stages with problems and every committed stage that depends on them,
+        dependents first; the next training run recomputes them. Returns the uncommitted keys."""
+        doomed = dependents(self, problems)
+        order = {k: i for i, k in enumerate(self.plan())}
+        removed = sorted(doomed, key=lambda k: order.get(k, -1), reverse=True)
+        for key in removed:
+            self.manifest.remove(key)
+            self.retention.forget(key)
+        return removed
 
 
 def _spark_schema(schema: pa.Schema):

@@ -110,6 +110,11 @@ class Storage:
                 pq.write_table(table, f, **options)
         return self.size(rel)
 
+    def parquet_rows(self, rel: str) -> int:
+        """Row count from a Parquet file's footer (raises if the footer is unreadable)."""
+        with self.fs.open(self.path(rel), "rb") as f:
+            return pq.read_metadata(f).num_rows
+
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         if self.local:
             return pq.read_table(self.path(rel), columns=columns)

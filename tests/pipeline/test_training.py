@@ -150,7 +150,7 @@ def test_keys_and_order_are_carried_through(runs):
 
 def test_cli_trains_evaluates_reports_and_exports(spark, tmp_path, capsys):
     root = tmp_path / "cli"
-    flags = ["--run-root", str(root), "--set", "train.shard_size=250", "--partitions", "2"]
+    flags = ["--run-root", str(root), "--set", "train.shard_size=250", "--partitions", "2", "--set", "run.checkpoint_every=1"]
     assert main(["train", *flags, "--epochs", "1", "--batch-size", "500"]) == 0
     out = capsys.readouterr().out
     assert "eval.e0000" in out and "complete: every planned stage is committed" in out

@@ -1,0 +1,199 @@
+"""Fault injection through real processes and real signals: kills, task retries, a full disk,
+corrupt files, config changes and a second writer. Every recovered run ends bitwise equal to
+an uninterrupted one."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, faults, graph
+from pipeline.run import Run
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = ["train.batch_size=100", "train.shard_size=50", "train.epochs=1", "run.keep_iterations=3"]
+ITERATIONS = 2
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", *args]
+
+
+def start(args: list[str], tmp: Path, failpoints: str = "") -> tuple[subprocess.Popen, Path]:
+    marker = tmp / f"paused-{time.monotonic_ns()}"
+    env = {**os.environ, faults.ENV: failpoints, faults.MARKER_ENV: str(marker), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command(*args), env=env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return proc, marker
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 180) -> None:
+    """Wait until the process pauses at its failpoint, then SIGKILL its whole process group."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process ended before its failpoint (rc {proc.returncode}):\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("failpoint never reached")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def train_args(root: Path, *extra: str) -> list[str]:
+    sets = [a for s in SETTINGS for a in ("--set", s)]
+    return ["train", "--run-root", str(root), "--iterations", str(ITERATIONS), *sets, *extra]
+
+
+def run_ok(args: list[str], tmp: Path, failpoints: str = "") -> str:
+    rc, out, err = finish(start(args, tmp, failpoints)[0])
+    assert rc == 0, f"{args} failed ({rc}):\n{out}\n{err}"
+    return out
+
+
+def final_params(root: Path) -> dict:
+    return Run.open(str(root)).params_at(ITERATIONS)
+
+
+def assert_bitwise_equal(p, q):
+    assert set(p) == set(q)
+    for name in p:
+        assert p[name].tobytes() == q[name].tobytes(), name
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults") / "uninterrupted"
+    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
+    run.save_config()
+    run.train(spark, ITERATIONS)
+    return run.params_at(ITERATIONS)
+
+
+def test_sigkill_between_every_pair_of_stages_and_mid_stage(tmp_path, uninterrupted):
+    root = tmp_path / "killed"
+    boundaries = [graph.iteration_key(0, "update")] + [graph.iteration_key(1, s) for s in graph.ITERATION_STAGES[:-1]]
+    args = train_args(root)
+    for i, key in enumerate(boundaries):
+        proc, marker = start(args, tmp_path, f"after-commit:{key}=pause")
+        kill_when_paused(proc, marker)
+        run = Run.open(str(root))
+        assert run.manifest.committed(key)
+        following = graph.ITERATION_STAGES[i] if i < len(graph.ITERATION_STAGES) else None
+        assert run.next_stage() == graph.iteration_key(1, following)
+        args = ["resume", "--run-root", str(root)]
+
+    mid = graph.iteration_key(1, "update")
+    proc, marker = start(args, tmp_path, f"in-task:{mid}=pause")
+    kill_when_paused(proc, marker)
+    run = Run.open(str(root))
+    assert not run.manifest.committed(mid)
+    assert run.retention.orphans(), "the killed task should have left a half-finished attempt"
+
+    out = run_ok(args, tmp_path)
+    assert "uncommitted file(s) of dead attempts" in out
+    assert_bitwise_equal(final_params(root), uninterrupted)
+    assert Run.open(str(root)).retention.orphans() == []
+
+
+def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(tmp_path, uninterrupted):
+    root = tmp_path / "locked"
+    first, marker = start(train_args(root), tmp_path, "after-commit:init=pause")
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists()
+    rc, _, err = finish(start(["resume", "--run-root", str(root)], tmp_path)[0])
+    assert rc == 3
+    assert f"in use by process {first.pid}" in err
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    run_ok(["resume", "--run-root", str(root)], tmp_path)
+    assert_bitwise_equal(final_params(root), uninterrupted)
+
+
+def test_task_retry_gives_identical_results_without_duplicates(tmp_path, uninterrupted):
+    root = tmp_path / "retried"
+    key = graph.iteration_key(1, "pool_fwd")
+    run_ok(train_args(root, "--set", 'spark.master="local[2,4]"'), tmp_path, f"in-task:{key}=fail-once")
+    run = Run.open(str(root))
+    files = run.manifest.files(key, "out")
+    assert sorted(f["part"] for f in files) == ["0000", "0001"]
+    assert sum(f["rows"] for f in files) == 100
+    written = [p for p in run.retention.orphans() if p.startswith("iterations/i000001/pool_fwd/")]
+    assert written, "the failed first attempts' files should be left as orphans, not committed"
+    assert_bitwise_equal(final_params(root), uninterrupted)
+
+
+def test_disk_full_commits_nothing_and_resume_succeeds(tmp_path, uninterrupted):
+    root = tmp_path / "full"
+    key = graph.iteration_key(1, "fc_bwd")
+    rc, out, err = finish(start(train_args(root), tmp_path, f"write:{key}=enospc")[0])
+    assert rc != 0
+    assert f"stage {key} failed" in err and "No space left on device" in err
+    assert f"to continue: sparkcnn resume --run-root {Run.open(str(root)).storage.url}" in err
+    run = Run.open(str(root))
+    assert not run.manifest.committed(key) and run.manifest.committed(graph.iteration_key(1, "loss"))
+    run_ok(["resume", "--run-root", str(root)], tmp_path)
+    assert_bitwise_equal(final_params(root), uninterrupted)
+
+
+def test_corrupt_or_missing_files_are_found_and_recomputed(spark, tmp_path, uninterrupted):
+    root = tmp_path / "corrupt"
+    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
+    run.save_config()
+    run.train(spark, ITERATIONS)
+    truncated = run.manifest.files(graph.iteration_key(1, "pool_fwd"), "out")[0]
+    path = Path(run.storage.path(truncated["path"]))
+    path.write_bytes(path.read_bytes()[: truncated["bytes"] // 2])
+    deleted = run.manifest.files(graph.iteration_key(1, "relu_fwd"), "out")[1]
+    Path(run.storage.path(deleted["path"])).unlink()
+
+    rc, out, _ = finish(start(["status", "--run-root", str(root), "--verify"], tmp_path)[0])
+    assert rc == 1
+    assert f"{truncated['path']}: {truncated['bytes'] // 2} bytes, recorded {truncated['bytes']}" in out
+    assert f"{deleted['path']}: missing" in out
+
+    out = run_ok(["resume", "--run-root", str(root), "--iterations", str(ITERATIONS)], tmp_path)
+    assert "i000001.relu_fwd" in out and "will be recomputed" in out
+    assert_bitwise_equal(final_params(root), uninterrupted)
+    rc, out, _ = finish(start(["status", "--run-root", str(root), "--verify"], tmp_path)[0])
+    assert rc == 0 and "0 damaged" in out
+
+
+def test_config_changes_on_resume(spark, tmp_path, uninterrupted):
+    root = tmp_path / "changed"
+    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
+    run.save_config()
+    run.train(spark, ITERATIONS)
+
+    rc, _, err = finish(start(["resume", "--run-root", str(root), "--set", "train.learning_rate=0.05",
+                               "--set", "train.momentum=0.5"], tmp_path)[0])
+    assert rc == 2
+    assert "train.learning_rate, train.momentum" in err and "--branch" in err
+
+    run_ok(["resume", "--run-root", str(root), "--partitions", "3", "--iterations", "3"], tmp_path)
+    assert Run.open(str(root)).iterations_done() == 3
+
+    branch = tmp_path / "branch"
+    out = run_ok(["resume", "--run-root", str(root), "--set", "train.learning_rate=0.05",
+                  "--branch", str(branch), "--iterations", "4"], tmp_path)
+    assert "branched" in out
+    new = Run.open(str(branch))
+    assert new.cfg.train.learning_rate == 0.05 and new.schedule().start_iteration == 3
+    assert_bitwise_equal(new.params_at(3), Run.open(str(root)).params_at(3))
+    assert new.iterations_done() == 4
+    assert not any(k.startswith("i000002") for k in new.manifest.keys())
