@@ -74,6 +74,7 @@ class Retention:
         for stage in graph.ITERATION_STAGES:
             if stage != "update":
                 self.retire(graph.iteration_key(t, stage), ("out", "grads"))
+        self.storage.remove(f"iterations/i{t:06d}")
         version = t + 1
         epoch_end = version % sched.iterations_per_epoch == 0
         checkpoint = cfg.checkpoint_every and version % cfg.checkpoint_every == 0
