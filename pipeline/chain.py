@@ -7,7 +7,6 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pipeline import graph
-from pipeline.executor import resolve
 from stages.tabular import StageContext, StageResult
 
 BACKWARD_STAGES = graph.ITERATION_STAGES[:-1]
@@ -34,7 +33,7 @@ def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]]) -> dict:
 
 
 def run_stage(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> StageResult:
-    return resolve(graph.STAGE_DEFS[stage].function)(stage_inputs(stage, produced), ctx)
+    return graph.resolve(graph.STAGE_DEFS[stage].function)(stage_inputs(stage, produced), ctx)
 
 
 def run_chain(batch: pa.Table, ctx: StageContext, stages=BACKWARD_STAGES):

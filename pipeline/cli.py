@@ -23,6 +23,8 @@ FLAG_KEYS = {
     "batch_size": "train.batch_size",
     "partitions": "spark.partitions",
     "seed": "train.seed",
+    "mode": "run.mode",
+    "inspect_every": "run.inspect_every",
 }
 
 
@@ -38,6 +40,8 @@ def _add_config_flags(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--seed", type=int)
     p.add_argument("--iterations", type=int, help="stop after N iterations")
     p.add_argument("--partitions", type=int)
+    p.add_argument("--mode", choices=("staged", "memory", "fused"), help="execution mode (results do not change)")
+    p.add_argument("--inspect-every", type=int, metavar="N", help="fused mode: write every N-th iteration's stage outputs")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -61,6 +61,8 @@ class RunConfig:
     iterations: int = 0
     keep_iterations: int = 2
     checkpoint_every: int = 100
+    mode: str = "staged"
+    inspect_every: int = 0
     inspect_iterations: list = field(default_factory=list)
 
 
@@ -105,6 +107,8 @@ class Config:
             ("run.iterations", self.run.iterations >= 0),
             ("run.keep_iterations", self.run.keep_iterations >= 1),
             ("run.checkpoint_every", self.run.checkpoint_every >= 0),
+            ("run.mode", self.run.mode in ("staged", "memory", "fused")),
+            ("run.inspect_every", self.run.inspect_every >= 0),
             ("run.inspect_iterations", all(isinstance(i, int) and i >= 0 for i in self.run.inspect_iterations)),
         ]
         bad = [key for key, ok in checks if not ok]

@@ -5,7 +5,6 @@ overwrites another; the driver commits only the files the successful attempts re
 """
 from __future__ import annotations
 
-import importlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
-from pipeline import faults
+from pipeline import chain, faults, graph
 from pipeline.storage import Storage
 from schemas.tables import TASK_RESULT_SCHEMA, table_schema
 from stages.tabular import StageContext
@@ -41,21 +40,17 @@ class StageTask:
     key: str = ""
 
 
-def resolve(function: str):
-    module, name = function.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def output_path(out_dir: str, output: str, part: str) -> str:
     return f"{out_dir}/{output}-{part}-{uuid.uuid4().hex[:12]}.parquet"
 
 
-def result_row(part: str, output: str, path: str, rows: int, size: int, values: dict) -> dict:
-    return {"part": part, "output": output, "path": path, "rows": rows, "bytes": size, "values": json.dumps(values)}
+def result_row(part: str, output: str, path: str, rows: int, size: int, values: dict, data: bytes | None = None) -> dict:
+    return {"part": part, "output": output, "path": path, "rows": rows, "bytes": size, "values": json.dumps(values),
+            "data": data}
 
 
 def run_unit(task: StageTask, unit: Unit) -> list[dict]:
-    fn = resolve(task.function)
+    fn = graph.resolve(task.function)
     inputs = {}
     for name, paths in unit.inputs.items():
         tables = [task.storage.read_parquet(p, task.columns.get(name)) for p in paths]
@@ -71,15 +66,46 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     return rows
 
 
-def execute(task: StageTask, batches):
+@dataclass
+class FusedTask:
+    """Forward and backward of whole shards in one task; only gradients (and scalars) leave it,
+    unless inspect_dir is set, where every stage's outputs are written as in staged mode."""
+
+    storage: Storage
+    context: StageContext
+    units: list[Unit]
+    key: str
+    inspect_dir: str | None = None
+
+
+def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
+    batch = task.storage.read_parquet(unit.inputs["batches"][0])
+    produced, values, seconds = chain.run_chain(batch, task.context)
+    values = {**values, "seconds": seconds}
+    rows = []
+    for stage in chain.BACKWARD_STAGES:
+        for output, table in produced[stage].items():
+            name = f"{stage}:{output}"
+            if output == "grads":
+                rows.append(result_row(unit.part, name, "", table.num_rows, 0, values, chain.to_ipc(table)))
+            if task.inspect_dir:
+                path = output_path(f"{task.inspect_dir}/{stage}", output, unit.part)
+                size = task.storage.write_parquet(table, path)
+                rows.append(result_row(unit.part, name, path, table.num_rows, size, values))
+    faults.hit("in-task", task.key)
+    return rows
+
+
+def execute(task: StageTask | FusedTask, batches):
     """mapInArrow body: the input batches carry unit indices in their first column.
 
     BLAS runs single-threaded (one task per core), which also keeps its sums in one fixed order.
     """
+    run = run_fused_unit if isinstance(task, FusedTask) else run_unit
     for batch in batches:
         for index in batch.column(0).to_pylist():
             with threadpool_limits(limits=1, user_api="blas"):
-                rows = run_unit(task, task.units[index])
+                rows = run(task, task.units[index])
             yield pa.RecordBatch.from_pylist(rows, schema=TASK_RESULT_SCHEMA)
 
 

@@ -1,6 +1,7 @@
 """The stages of a run, their inputs and their keys in the manifest."""
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ STAGE_DEFS = {
                                                       "velocity": Input("params", "velocity", None)}, True),
 }
 EVALUATE = StageDef("stages.network:evaluate_stage", {"batches": _image_input("batches", "pixels")}, True)
+
+
+def resolve(function: str):
+    """The stage function named 'module:function'."""
+    module, name = function.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def iteration_key(iteration: int, stage: str) -> str:
@@ -123,14 +130,14 @@ class Schedule:
     def shards(self, images: int) -> int:
         return math.ceil(images / self.shard_size)
 
-    def plan(self) -> list[str]:
+    def plan(self, iteration_stages: tuple[str, ...] = ITERATION_STAGES) -> list[str]:
         """Every stage key of the run, in execution order."""
         keys = list(SETUP_STAGES)
         for epoch in range(self.epoch_of(self.start_iteration), self.epochs):
             keys.append(batches_key(epoch))
             first = max(epoch * self.iterations_per_epoch, self.start_iteration)
             for t in range(first, (epoch + 1) * self.iterations_per_epoch):
-                keys.extend(iteration_key(t, s) for s in ITERATION_STAGES)
+                keys.extend(iteration_key(t, s) for s in iteration_stages)
             keys.append(eval_key(epoch))
         return keys
 

@@ -69,7 +69,7 @@ class Retention:
 
     def _retire_iteration(self, t: int, sched: graph.Schedule) -> None:
         cfg = self.run.cfg.run
-        if t in cfg.inspect_iterations:
+        if self.run.inspected(t):
             return
         for stage in graph.ITERATION_STAGES:
             if stage != "update":

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import config as config_mod
-from pipeline import faults, graph, ingest
+from pipeline import faults, graph, ingest, modes
 from pipeline.config import Config
 from pipeline.executor import ShuffleTask, StageTask, Unit, execute, output_path, write_shard
 from pipeline.manifest import Manifest
@@ -129,13 +129,23 @@ class Run:
             t += 1
         return t
 
+    def iteration_stages(self) -> tuple[str, ...]:
+        """The committed stages of an iteration: all ten when staged; in memory and fused modes
+        an iteration runs whole and commits only its update (checkpoint)."""
+        return graph.ITERATION_STAGES if self.cfg.run.mode == "staged" else ("update",)
+
     def plan(self) -> list[str]:
+        """Every stage key still to run or already run, in order. An iteration whose update is
+        committed (in whatever mode it ran) needs none of its other stages."""
         if not self.manifest.committed("ingest"):
             return list(graph.SETUP_STAGES)
-        return self.schedule().plan()
+        finished = {k.split(".")[0] for k in self.manifest.keys() if k.endswith(".update")}
+        return [k for k in self.schedule().plan(self.iteration_stages())
+                if k.endswith(".update") or k.split(".")[0] not in finished]
 
     def next_stage(self) -> str | None:
-        return next((k for k in self.plan() if not self.manifest.committed(k)), None)
+        done = set(self.manifest.keys())
+        return next((k for k in self.plan() if k not in done), None)
 
     # running
 
@@ -185,6 +195,8 @@ class Run:
             entry = self._shuffle(spark, key, epoch)
         elif stage == "evaluate":
             entry = self._evaluate(spark, key, epoch)
+        elif stage == "update" and self.cfg.run.mode != "staged":
+            entry = self._whole_iteration(spark, key, iteration)
         elif stage in graph.STAGE_DEFS and iteration is not None:
             entry = self._iteration_stage(spark, key, stage, iteration)
         else:
@@ -350,14 +362,27 @@ class Run:
         return StageContext(self.geometry, params, stats.column("mean").to_numpy(),
                             stats.column("std").to_numpy(), normalizer, hyper or {})
 
+    def _sources(self, t: int) -> dict[str, str]:
+        sched = self.schedule()
+        return {"batches": graph.batches_key(sched.epoch_of(t)), "params": graph.params_key(t, sched.start_iteration)}
+
+    def _stage_deps(self, stage: str, t: int) -> list[str]:
+        sdef = graph.STAGE_DEFS[stage]
+        source_key = self._sources(t)
+        return sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
+                      | ({source_key["params"]} if sdef.uses_params else set()))
+
+    def _hyper(self, t: int) -> dict:
+        t_cfg = self.cfg.train
+        return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
+                                                      self.schedule().total_iterations),
+                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay}
+
     def _iteration_stage(self, spark, key: str, stage: str, t: int) -> dict:
         sched = self.schedule()
         sdef = graph.STAGE_DEFS[stage]
-        epoch = sched.epoch_of(t)
-        params_key = graph.params_key(t, sched.start_iteration)
-        source_key = {"batches": graph.batches_key(epoch), "params": params_key}
-        deps = sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
-                      | ({params_key} if sdef.uses_params else set()))
+        source_key = self._sources(t)
+        deps = self._stage_deps(stage, t)
         self.identity(key, deps, {})
         shards = [graph.shard_part(s) for s in range(sched.shards(sched.batch_images(t)))]
         parts = [graph.ALL_PARTS] if stage == "update" else shards
@@ -376,12 +401,7 @@ class Run:
                     if len(inputs[name]) != 1:
                         raise RunError(f"stage {src} has {len(inputs[name])} files for part {want}")
             units.append(Unit(part, inputs))
-        hyper = {}
-        if stage == "update":
-            t_cfg = self.cfg.train
-            hyper = {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
-                                                           sched.total_iterations),
-                     "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay}
+        hyper = self._hyper(t) if stage == "update" else {}
         params = self.params_at(t) if sdef.uses_params else {}
         out_dir = f"params/v{t + 1:06d}" if stage == "update" else f"iterations/i{t:06d}/{stage}"
         task = StageTask(self.storage, sdef.function, self.context(params, sched.batch_images(t), hyper), out_dir,
@@ -392,7 +412,62 @@ class Run:
         self._check_parts(key, rows, {o: parts for o in outputs})
         return self._entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
 
-    def _run_task(self, spark, key: str, task: StageTask) -> list[dict]:
+    def _batch_units(self, t: int) -> list[Unit]:
+        files = {f["part"]: f["path"] for f in self.manifest.files(self._sources(t)["batches"], "out")}
+        shards = range(self.schedule().shards(self.schedule().batch_images(t)))
+        return [Unit(graph.shard_part(s), {"batches": [files[graph.batch_part(t, s)]]}) for s in shards]
+
+    def inspected(self, t: int) -> bool:
+        """Whether iteration t keeps its stage outputs: listed for inspection, or every N-th in fused mode."""
+        every = self.cfg.run.inspect_every
+        return t in self.cfg.run.inspect_iterations or (self.cfg.run.mode == "fused" and every > 0 and t % every == 0)
+
+    def _whole_iteration(self, spark, key: str, t: int) -> dict:
+        """An iteration in memory or fused mode, ending in its update (the only commit, unless inspected)."""
+        deps = sorted(self._sources(t).values())
+        self.identity(key, deps, {})
+        units = self._batch_units(t)
+        ctx = self.context(self.params_at(t), self.schedule().batch_images(t))
+        start = time.perf_counter()
+        if self.cfg.run.mode == "memory":
+            result = modes.memory_iteration(spark, self.storage, units, ctx, self.cfg.spark.partitions)
+        else:
+            inspect_dir = f"iterations/i{t:06d}" if self.inspected(t) else None
+            result = modes.fused_iteration(spark, self._run_task, self.storage, units, ctx, key, inspect_dir)
+            wall, busy = time.perf_counter() - start, sum(result["seconds"].values()) or 1.0
+            result["seconds"] = {s: v * wall / busy for s, v in result["seconds"].items()}
+            if inspect_dir:
+                self._commit_inspection(t, result["files"], result["values"])
+        update_start = time.perf_counter()
+        outputs = self._driver_update(t, result["grads"])
+        entry = self._entry(key, deps, {}, outputs, result["values"])
+        entry["stage_seconds"] = {**result["seconds"], "update": time.perf_counter() - update_start}
+        return entry
+
+    def _commit_inspection(self, t: int, files: list[dict], values: dict) -> None:
+        """Commit the stage outputs a fused iteration wrote for inspection, as staged mode would."""
+        for stage in graph.ITERATION_STAGES[:-1]:
+            key = graph.iteration_key(t, stage)
+            mine = [{**f, "output": f["output"].split(":", 1)[1]} for f in files if f["output"].startswith(f"{stage}:")]
+            entry = self._entry(key, self._stage_deps(stage, t), {}, mine, values if stage == "loss" else {})
+            entry.update(seconds=0.0, rows=sum(f["rows"] for f in mine if f["output"] == "out"),
+                         bytes=sum(f["bytes"] for f in mine))
+            self.retention.forget(key)
+            self.manifest.commit(entry)
+
+    def _driver_update(self, t: int, grads: dict[str, list[pa.Table]]) -> list[dict]:
+        """The update stage's function, run on the driver on gradients that came back from the tasks."""
+        ctx = self.context(self.params_at(t), self.schedule().batch_images(t), self._hyper(t))
+        velocity = self.storage.read_parquet(self._params_file(t, "velocity")["path"])
+        function = graph.resolve(graph.STAGE_DEFS["update"].function)
+        result = function({"fc_bwd": grads["fc_bwd"], "conv_bwd": grads["conv_bwd"], "velocity": velocity}, ctx)
+        outputs = []
+        for name, table in result.tables.items():
+            path = output_path(f"params/v{t + 1:06d}", name, graph.ALL_PARTS)
+            outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
+        return outputs
+
+    def _run_task(self, spark, key: str, task) -> list[dict]:
         partitions = max(1, min(self.cfg.spark.partitions, len(task.units)))
         spark.sparkContext.setJobDescription(key)
         frame = spark.range(len(task.units), numPartitions=partitions)
@@ -427,11 +502,16 @@ class Run:
     def _write_iteration_metrics(self, entry: dict, t: int) -> None:
         sched = self.schedule()
         epoch = sched.epoch_of(t)
-        keys = [graph.iteration_key(t, s) for s in graph.ITERATION_STAGES]
-        rows = self._stage_metric_rows(keys, entry)
+        if "stage_seconds" in entry:
+            images = sched.batch_images(t)
+            rows = [{"kind": "stage", "stage": s, "iteration": t, "seconds": sec, "rows": images,
+                     "bytes": entry["bytes"] if s == "update" else 0} for s, sec in entry["stage_seconds"].items()]
+            totals = _totals(entry["values"])
+        else:
+            rows = self._stage_metric_rows([graph.iteration_key(t, s) for s in graph.ITERATION_STAGES], entry)
+            totals = _totals(self.manifest.get(graph.iteration_key(t, "loss"))["values"])
         for row in rows:
             row["epoch"] = epoch
-        totals = _totals(self.manifest.get(graph.iteration_key(t, "loss"))["values"])
         rows.append({"kind": "train", "stage": "loss", "epoch": epoch, "iteration": t,
                      "seconds": sum(r["seconds"] for r in rows), "rows": totals["count"],
                      "bytes": sum(r["bytes"] for r in rows), "loss": totals["loss_sum"] / totals["count"],

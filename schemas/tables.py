@@ -71,6 +71,7 @@ TASK_RESULT_SCHEMA = pa.schema(
         pa.field("rows", pa.int64()),
         pa.field("bytes", pa.int64()),
         pa.field("values", pa.string()),
+        pa.field("data", pa.binary()),
     ]
 )
 

@@ -199,3 +199,52 @@ def test_resume_refuses_a_run_root_with_other_settings(spark, tmp_path, capsys):
     assert main(["train", "--run-root", str(root), "--iterations", "1", "--batch-size", "200"]) == 0
     assert main(["train", "--run-root", str(root), "--iterations", "1", "--batch-size", "100"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mode_runs(spark, tmp_path_factory):
+    base = tmp_path_factory.mktemp("modes")
+    return {
+        "memory": train(spark, base / "memory", "run.mode='memory'"),
+        "fused": train(spark, base / "fused", "run.mode='fused'", "run.inspect_every=2"),
+    }
+
+
+@pytest.mark.parametrize("mode", ["memory", "fused"])
+def test_modes_give_bitwise_identical_parameters(runs, mode_runs, mode):
+    assert_bitwise_equal(params_after(mode_runs[mode]), params_after(runs["a"]))
+
+
+def test_memory_mode_writes_only_checkpoints_and_metrics(mode_runs):
+    run = mode_runs["memory"]
+    assert not run.storage.exists("iterations")
+    assert all(k.endswith(".update") for k in run.manifest.keys() if k.startswith("i0"))
+    stages = {m["stage"] for m in run.metrics().to_pylist() if m["kind"] == "stage"}
+    assert stages == set(graph.ITERATION_STAGES)
+
+
+def test_fused_mode_inspects_every_nth_iteration(runs, mode_runs):
+    fused, staged = mode_runs["fused"], runs["a"]
+    assert fused.storage.listdir("iterations") == ["i000000", "i000002"]
+    for t in (0, 2):
+        for stage in graph.ITERATION_STAGES[:-1]:
+            key = graph.iteration_key(t, stage)
+            output = "grads" if stage == "conv_bwd" else "out"
+            got = [pq.read_table(fused.storage.path(f["path"])) for f in fused.manifest.files(key, output)]
+            want = [pq.read_table(staged.storage.path(f["path"])) for f in staged.manifest.files(key, output)]
+            assert got == want, key
+    assert not fused.manifest.committed(graph.iteration_key(1, "conv_fwd"))
+
+
+def test_switching_modes_between_iterations(spark, tmp_path, runs):
+    root = tmp_path / "switch"
+    run = train(spark, root)  # staged, 3 iterations
+    cfg = config.load(overrides=[*SMALL, f'run.root="{root}"', "run.mode='fused'"])
+    fused = Run(cfg)
+    fused.train(spark, 4)
+    memory = Run(config.load(overrides=[*SMALL, f'run.root="{root}"', "run.mode='memory'"]))
+    memory.train(spark, 5)
+    reference_params = reference.train(run.cfg, 5)
+    for name, value in memory.params_at(5).items():
+        assert np.linalg.norm(value - reference_params[name]) <= 1e-6 * np.linalg.norm(reference_params[name])
+    assert memory.iterations_done() == 5
