@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import shlex
 import sys
 
@@ -62,6 +63,16 @@ def parser() -> argparse.ArgumentParser:
     _add_config_flags(resume, training=False)
     resume.add_argument("--branch", metavar="NEW_ROOT",
                         help="with settings that change results: start a new run at NEW_ROOT from the last checkpoint")
+    bench = sub.add_parser("bench", help="time one iteration in PyTorch, numpy and the three Spark modes")
+    bench.add_argument("--config")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--data", help="CIFAR-10 archive or folder (default: the embedded sample)")
+    bench.add_argument("--images", type=int, default=2000, help="images per iteration (default 2000)")
+    bench.add_argument("--scaling", default="500,2000,8000", help="batch sizes for the scaling table")
+    bench.add_argument("--repeat", type=int, default=2, help="measured iterations after a warm-up (default 2)")
+    bench.add_argument("--out", default="bench", help="folder for bench.json, bench.png and scratch runs")
+    bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    bench.add_argument("--run-root", dest="hdfs_root", help="also time staged mode on this run root (e.g. hdfs://...)")
     gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
     gc.add_argument("--run-root")
     export = sub.add_parser("export", help="write parameters as named numpy arrays (.npz)")
@@ -160,6 +171,15 @@ def cmd_stage(args, run: Run) -> int:
     return 0
 
 
+def cmd_bench(args, run) -> int:
+    from pipeline import bench
+
+    cfg = config.load(args.config, [*args.overrides, *([f"data.path={_toml(args.data)}"] if args.data else [])])
+    scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
+    bench.run_bench(cfg, args.images, scaling, args.repeat, Path(args.out), not args.no_torch, args.hdfs_root)
+    return 0
+
+
 def cmd_gc(args, run: Run) -> int:
     with RunLock(run.storage):
         done = run.retention.collect()
@@ -219,11 +239,13 @@ def cmd_export(args, run: Run) -> int:
 
 
 COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export,
-            "gc": cmd_gc}
+            "gc": cmd_gc, "bench": cmd_bench}
 WRITERS = ("train", "resume", "stage")
 
 
-def open_run(args) -> Run:
+def open_run(args) -> Run | None:
+    if args.command == "bench":
+        return None
     if args.command == "train":
         return Run(config.load(args.config, overrides_from(args)))
     root = default_root(args)

@@ -41,6 +41,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
+    images: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Config:
             ("train.lr_schedule", self.train.lr_schedule in ("constant", "cosine")),
             ("train.momentum", 0 <= self.train.momentum < 1),
             ("train.weight_decay", self.train.weight_decay >= 0),
+            ("train.images", self.train.images >= 0),
             ("spark.partitions", self.spark.partitions >= 1),
             ("run.iterations", self.run.iterations >= 0),
             ("run.keep_iterations", self.run.keep_iterations >= 1),

@@ -22,6 +22,8 @@ def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
     train_tables = [tables[name] for name in ingest.TRAIN_BATCHES]
     pixels = np.concatenate([spec(g, "images", "pixels").decode(t.column("pixels")) for t in train_tables])
     labels = np.concatenate([t.column("label").to_numpy() for t in train_tables])
+    if cfg.train.images:
+        pixels, labels = pixels[: cfg.train.images], labels[: cfg.train.images]
     mean, std = stats.column("mean").to_numpy(), stats.column("std").to_numpy()
     t_cfg = cfg.train
     sched = graph.Schedule(labels.size, 0, t_cfg.batch_size, t_cfg.shard_size, t_cfg.epochs)

@@ -112,7 +112,8 @@ class Run:
             raise MissingInput("stage ingest is not committed")
         counts = entry["values"]["all"]
         t = self.cfg.train
-        return graph.Schedule(counts["train"], counts["test"], t.batch_size, t.shard_size, t.epochs,
+        train_images = min(t.images, counts["train"]) if t.images else counts["train"]
+        return graph.Schedule(train_images, counts["test"], t.batch_size, t.shard_size, t.epochs,
                               self.branch().get("iteration", 0))
 
     def branch(self) -> dict:
@@ -310,7 +311,7 @@ class Run:
     def _image_order(self, epoch: int | None) -> pa.Table:
         """image_id -> (iteration, shard, position) for an epoch's shuffle, or the test split in order."""
         sched = self.schedule()
-        start_id = sched.train_images
+        start_id = self.manifest.get("ingest")["values"]["all"]["train"]
         if epoch is None:
             ids = np.arange(start_id, start_id + sched.test_images, dtype=np.int64)
             iterations = np.zeros(ids.size, np.int32)

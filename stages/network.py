@@ -20,14 +20,20 @@ def forward(x: np.ndarray, labels: np.ndarray, ctx: StageContext) -> tuple[np.nd
 
 def gradients(x: np.ndarray, labels: np.ndarray, ctx: StageContext) -> tuple[np.ndarray, dict]:
     """Per-image losses and the gradient of sum(losses) / ctx.normalizer by every parameter."""
-    losses, (conv_cache, relu_cache, pool_cache, fc_cache, loss_cache) = forward(x, labels, ctx)
-    dscores, _ = loss.backward(np.full(losses.shape, 1.0 / ctx.normalizer, np.float32), loss_cache)
+    losses, caches = forward(x, labels, ctx)
+    return losses, backward(caches, ctx)
+
+
+def backward(caches: list, ctx: StageContext) -> dict:
+    """Gradients of sum(losses) / ctx.normalizer by every parameter, from forward's caches."""
+    conv_cache, relu_cache, pool_cache, fc_cache, loss_cache = caches
+    count = loss_cache["labels"].shape[0]
+    dscores, _ = loss.backward(np.full(count, 1.0 / ctx.normalizer, np.float32), loss_cache)
     dpool, fc_grads = fc.backward(dscores, fc_cache)
     drelu, _ = pool.backward(dpool, pool_cache)
     dconv, _ = relu.backward(drelu, relu_cache)
     _, conv_grads = conv.backward(dconv, conv_cache)
-    grads = {**{f"fc.{k}": v for k, v in fc_grads.items()}, **{f"conv.{k}": v for k, v in conv_grads.items()}}
-    return losses, grads
+    return {**{f"fc.{k}": v for k, v in fc_grads.items()}, **{f"conv.{k}": v for k, v in conv_grads.items()}}
 
 
 def evaluate_stage(inputs, ctx: StageContext) -> StageResult:

@@ -8,13 +8,12 @@ from stages.tabular import StageResult, per_image_table, tensor
 
 def forward(x: np.ndarray, params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """x (any shape) -> out = max(x, 0), cache = boolean mask of x > 0."""
-    mask = x > 0
-    return np.where(mask, x, np.float32(0)), mask
+    return np.maximum(x, np.float32(0)), x > 0
 
 
 def backward(dout: np.ndarray, cache: np.ndarray) -> tuple[np.ndarray, dict]:
     """dout, mask (same shape) -> dx = dout where the input was positive; no parameters."""
-    return np.where(cache, dout, np.float32(0)), {}
+    return dout * cache, {}
 
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,287 @@
+"""`sparkcnn bench`: the same training iteration in PyTorch, in plain numpy, and in the three Spark modes.
+
+Everything runs in one process, on one batch of real CIFAR-10, in that order. Per mode it reports
+forward, backward, update and total seconds per iteration, bytes written per iteration, the ratio
+to PyTorch on the CPU, peak memory of the driver, and the scaling over batch sizes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import config, graph, ingest
+from pipeline.config import Config
+from pipeline.run import Run, resolve_data_path
+from schemas.tables import spec
+from stages import conv, network, update
+from stages.network import geometry_of
+from stages.tabular import StageContext
+
+FORWARD = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss")
+BACKWARD = ("fc_bwd", "pool_bwd", "relu_bwd", "conv_bwd")
+MODES = ("staged", "memory", "fused")
+
+
+@dataclass
+class Row:
+    name: str
+    images: int
+    forward: float
+    backward: float
+    update: float
+    bytes_written: int = 0
+    driver_peak_mb: float | None = None
+    jvm_peak_mb: float | None = None
+    stages: dict = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward + self.update
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+class PeakMemory:
+    """Samples the resident memory of processes while a block runs."""
+
+    def __init__(self, *pids: int, every: float = 0.05):
+        self.pids, self.every = pids, every
+        self.peaks = [0.0] * len(pids)
+        self._stop = threading.Event()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peaks = [max(p, rss_mb(pid)) for p, pid in zip(self.peaks, self.pids)]
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def load_batch(cfg: Config, images: int):
+    """The first `images` training images, normalised, with labels, and the channel stats."""
+    g = geometry_of(cfg.model)
+    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), g)
+    train = [tables[n] for n in ingest.TRAIN_BATCHES]
+    pixels = np.concatenate([spec(g, "images", "pixels").decode(t.column("pixels")) for t in train])[:images]
+    labels = np.concatenate([t.column("label").to_numpy() for t in train])[:images]
+    if labels.size < images:
+        raise ValueError(f"the data has {labels.size} training images, fewer than the {images} asked for")
+    mean, std = stats.column("mean").to_numpy(), stats.column("std").to_numpy()
+    return conv.normalize(pixels, mean, std), labels, g
+
+
+def ingest_count(cfg: Config) -> int:
+    raw = ingest.read_batches(resolve_data_path(cfg.data.path))
+    return sum(len(ingest.decode_batch(n, raw[n])[1]) for n in ingest.TRAIN_BATCHES)
+
+
+def bench_numpy(cfg: Config, x, labels, g, repeat: int) -> Row:
+    params = update.init_params(g.param_shapes, cfg.train.seed)
+    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    timings = []
+    for _ in range(repeat + 1):
+        ctx = StageContext(g, params, normalizer=labels.size)
+        t0 = time.perf_counter()
+        _, caches = network.forward(x, labels, ctx)
+        t1 = time.perf_counter()
+        grads = network.backward(caches, ctx)
+        t2 = time.perf_counter()
+        params, velocity = update.sgd_step(params, velocity, grads, cfg.train.learning_rate,
+                                           cfg.train.momentum, cfg.train.weight_decay)
+        timings.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    f, b, u = (statistics.median(col) for col in zip(*timings[1:]))
+    return Row("numpy (1 process)", labels.size, f, b, u)
+
+
+def bench_torch(cfg: Config, x, labels, g, repeat: int, device: str) -> Row | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        return None
+    m = cfg.model
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(g.channels, m.filters, m.kernel, m.stride, m.padding), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(m.pool_size, m.pool_stride), torch.nn.Flatten(), torch.nn.Linear(g.fc_inputs, m.classes),
+    ).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.train.learning_rate, momentum=cfg.train.momentum,
+                          weight_decay=cfg.train.weight_decay)
+    xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    yb = torch.from_numpy(labels.astype(np.int64)).to(device)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    timings = []
+    for _ in range(repeat + 1):
+        opt.zero_grad()
+        sync()
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(net(xb), yb)
+        sync()
+        t1 = time.perf_counter()
+        loss.backward()
+        sync()
+        t2 = time.perf_counter()
+        opt.step()
+        sync()
+        timings.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    f, b, u = (statistics.median(col) for col in zip(*timings[1:]))
+    return Row(f"pytorch {device} ({torch.get_num_threads()} threads)" if device == "cpu" else "pytorch cuda",
+               labels.size, f, b, u)
+
+
+def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Path, extra: list[str] = ()) -> Row:
+    """Train warm-up plus `repeat` iterations of `images` images in one mode; per-iteration medians."""
+    overrides = [f"run.mode='{mode}'", f"train.batch_size={images}", f"train.images={images}",
+                 f'run.root="{root}"', "run.keep_iterations=1", *extra]
+    run = Run(config.from_dict(config.apply_overrides(cfg.to_dict(), overrides)))
+    run.save_config()
+    jvm = spark.sparkContext._gateway.proc.pid if spark.sparkContext._gateway.proc else os.getpid()
+    run.train(spark, 1)
+    with PeakMemory(os.getpid(), jvm) as peak:
+        run.train(spark, 1 + repeat)
+    rows = [m for m in run.metrics().to_pylist() if m["kind"] == "stage" and m["iteration"] >= 1]
+    per_stage = {s: statistics.median(m["seconds"] for m in rows if m["stage"] == s)
+                 for s in {m["stage"] for m in rows}}
+    written = statistics.median(sum(m["bytes"] for m in rows if m["iteration"] == t) for t in range(1, 1 + repeat))
+    return Row(mode, images, sum(per_stage.get(s, 0.0) for s in FORWARD), sum(per_stage.get(s, 0.0) for s in BACKWARD),
+               per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage)
+
+
+def table(rows: list[Row], reference: Row | None) -> str:
+    head = f"{'mode':<28}{'images':>7}{'forward s':>11}{'backward s':>11}{'update s':>10}{'total s':>9}" \
+           f"{'x pytorch':>10}{'MB written':>11}{'driver MB':>10}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ratio = f"{r.total / reference.total:.2f}" if reference else "n/a"
+        driver = f"{r.driver_peak_mb:.0f}" if r.driver_peak_mb else ""
+        lines.append(f"{r.name:<28}{r.images:>7}{r.forward:>11.3f}{r.backward:>11.3f}{r.update:>10.3f}"
+                     f"{r.total:>9.3f}{ratio:>10}{r.bytes_written / 1e6:>11.1f}{driver:>10}")
+    return "\n".join(lines)
+
+
+def chart(rows: list[Row], scaling: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [r.name for r in rows]
+    bottom = np.zeros(len(rows))
+    for part, color in (("forward", "#4c72b0"), ("backward", "#dd8452"), ("update", "#55a868")):
+        values = np.array([getattr(r, part) for r in rows])
+        left.barh(names, values, left=bottom, color=color, label=part)
+        bottom += values
+    left.set_xlabel("seconds per iteration")
+    left.set_title(f"one iteration of {rows[0].images} images")
+    left.invert_yaxis()
+    left.legend()
+    for mode in MODES:
+        points = sorted((r.images, r.total) for r in scaling if r.name == mode)
+        if points:
+            right.plot(*zip(*points), marker="o", label=mode)
+    right.set_xlabel("images per iteration")
+    right.set_ylabel("seconds per iteration")
+    right.set_title("scaling")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Path, torch: bool = True,
+              hdfs_root: str | None = None) -> dict:
+    from pipeline.spark import session
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "runs"
+    x, labels, g = load_batch(cfg, images)
+    available = ingest_count(cfg)
+    skipped = [n for n in scaling if n > available]
+    scaling = [n for n in scaling if n <= available]
+    rows = []
+    torch_cpu = bench_torch(cfg, x[:images], labels[:images], g, repeat, "cpu") if torch else None
+    for r in (torch_cpu, bench_torch(cfg, x[:images], labels[:images], g, repeat, "cuda") if torch else None):
+        if r:
+            rows.append(r)
+            print(table([r], torch_cpu).splitlines()[-1], flush=True)
+    rows.append(bench_numpy(cfg, x[:images], labels[:images], g, repeat))
+    print(table(rows[-1:], torch_cpu).splitlines()[-1], flush=True)
+    del x
+    spark = session(cfg)
+    modes = [(m, work / f"{m}-{images}", []) for m in MODES]
+    if hdfs_root:
+        modes.insert(1, ("staged", f"{hdfs_root.rstrip('/')}/bench-{images}-{time.time_ns()}", []))
+    for mode, root, extra in modes:
+        row = bench_mode(spark, cfg, mode, images, repeat, Path(root) if "://" not in str(root) else root, extra)
+        if "://" in str(root):
+            row.name = "staged on hdfs"
+        rows.append(row)
+        print(table([row], torch_cpu).splitlines()[-1], flush=True)
+    scaled = [r for r in rows if r.name in MODES]
+    for size in scaling:
+        if size == images:
+            continue
+        for mode in MODES:
+            scaled.append(bench_mode(spark, cfg, mode, size, 1, work / f"{mode}-{size}"))
+            print(table(scaled[-1:], None).splitlines()[-1].replace("n/a", "   "), flush=True)
+    by_name = {r.name: r for r in rows}
+    result = {
+        "images": images, "repeat": repeat, "rows": [r.__dict__ | {"total": r.total} for r in rows],
+        "scaling": [r.__dict__ | {"total": r.total} for r in scaled],
+        "ratios": {
+            "to_pytorch_cpu": {r.name: r.total / torch_cpu.total for r in rows} if torch_cpu else None,
+            "staged_to_memory": by_name["staged"].total / by_name["memory"].total,
+        },
+    }
+    if "staged on hdfs" in by_name:
+        result["ratios"]["hdfs_to_memory"] = by_name["staged on hdfs"].total / by_name["memory"].total
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    chart(rows, scaled, out / "bench.png")
+    print()
+    print(table(rows, torch_cpu))
+    print(f"\nstaged / memory: {result['ratios']['staged_to_memory']:.2f}")
+    print("\nseconds per stage and iteration:\n" + stage_profile(rows))
+    if skipped:
+        print(f"scaling sizes {skipped} skipped: the data has only {available} training images")
+    if not torch_cpu:
+        print("PyTorch is not installed (pip install 'sparkcnn[torch]'), so there are no ratios to it")
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return result
+
+
+def stage_profile(rows: list[Row]) -> str:
+    """Seconds per stage for each Spark mode, for the README's per-stage profile."""
+    spark_rows = [r for r in rows if r.stages]
+    stages = [s for s in graph.ITERATION_STAGES if any(s in r.stages for r in spark_rows)]
+    lines = [f"{'stage':<10}" + "".join(f"{r.name:>16}" for r in spark_rows)]
+    for s in stages:
+        lines.append(f"{s:<10}" + "".join(f"{r.stages.get(s, 0.0):>16.3f}" for r in spark_rows))
+    return "\n".join(lines)
