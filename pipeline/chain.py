@@ -23,17 +23,17 @@ def from_ipc(data: bytes) -> pa.Table:
     return ipc.open_stream(data).read_all()
 
 
-def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]]) -> dict:
+def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]], cache: dict) -> dict:
     """A stage's inputs, taken from the tables earlier stages produced, projected as staged mode reads them."""
     inputs = {}
-    for name, inp in graph.STAGE_DEFS[stage].inputs.items():
+    for name, inp in graph.stage_def(stage, cache).inputs.items():
         table = produced[inp.source][inp.output]
         inputs[name] = table.select(list(inp.columns)) if inp.columns else table
     return inputs
 
 
 def run_stage(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> StageResult:
-    return graph.resolve(graph.STAGE_DEFS[stage].function)(stage_inputs(stage, produced), ctx)
+    return graph.resolve(graph.STAGE_DEFS[stage].function)(stage_inputs(stage, produced, ctx.cache), ctx)
 
 
 def run_chain(batch: pa.Table, ctx: StageContext, stages=BACKWARD_STAGES):

@@ -12,6 +12,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
+
 REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_CONFIG = REPO_CONF / "default.toml"
 
@@ -45,6 +47,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    relu_mask: str = DEFAULT_CACHE["relu_mask"]
+    pool_argmax: str = DEFAULT_CACHE["pool_argmax"]
+    sparse_gradients: bool = DEFAULT_CACHE["sparse_gradients"]
+
+
+@dataclass(frozen=True)
 class DataConfig:
     path: str = ""
 
@@ -72,6 +81,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -109,6 +119,8 @@ class Config:
             ("run.iterations", self.run.iterations >= 0),
             ("run.keep_iterations", self.run.keep_iterations >= 1),
             ("run.checkpoint_every", self.run.checkpoint_every >= 0),
+            ("cache.relu_mask", self.cache.relu_mask in RELU_MASKS),
+            ("cache.pool_argmax", self.cache.pool_argmax in POOL_ARGMAXES),
             ("run.mode", self.run.mode in ("staged", "memory", "fused")),
             ("run.inspect_every", self.run.inspect_every >= 0),
             ("run.inspect_iterations", all(isinstance(i, int) and i >= 0 for i in self.run.inspect_iterations)),

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from schemas.tables import KEY_COLUMNS
+from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
 
 ITERATION_STAGES = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss",
                     "fc_bwd", "pool_bwd", "relu_bwd", "conv_bwd", "update")
@@ -56,6 +56,25 @@ STAGE_DEFS = {
                                                       "conv_bwd": Input("conv_bwd", "grads", None, many=True),
                                                       "velocity": Input("params", "velocity", None)}, True),
 }
+
+
+def stage_def(stage: str, cache: dict | None = None) -> StageDef:
+    """A stage's definition under a cache policy, which decides what its backward stages read."""
+    cache = {**DEFAULT_CACHE, **(cache or {})}
+    sdef = STAGE_DEFS[stage]
+    dx = ("dx_mask", "dx_values") if cache["sparse_gradients"] else ("dx",)
+    inputs = dict(sdef.inputs)
+    if stage == "pool_bwd" and cache["pool_argmax"] == "recompute":
+        del inputs["pool_fwd"]
+        inputs["relu_fwd"] = _image_input("relu_fwd", "out", keys=False)
+    elif stage == "relu_bwd":
+        inputs["pool_bwd"] = _image_input("pool_bwd", *dx)
+        inputs["relu_fwd"] = _image_input("relu_fwd", "out" if cache["relu_mask"] == "recompute" else "mask", keys=False)
+    elif stage == "conv_bwd":
+        inputs["relu_bwd"] = _image_input("relu_bwd", *dx, keys=False)
+    return replace(sdef, inputs=inputs)
+
+
 EVALUATE = StageDef("stages.network:evaluate_stage", {"batches": _image_input("batches", "pixels")}, True)
 
 

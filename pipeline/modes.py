@@ -46,10 +46,10 @@ def memory_iteration(spark, storage, units: list[Unit], ctx: StageContext, parti
                                            "values": {}}).persist(level)}
     seconds = {}
     needed_later = {s: i for i, stage in enumerate(chain.BACKWARD_STAGES)
-                    for s in {inp.source for inp in graph.STAGE_DEFS[stage].inputs.values()}}
+                    for s in {inp.source for inp in graph.stage_def(stage, ctx.cache).inputs.values()}}
     try:
         for i, stage in enumerate(chain.BACKWARD_STAGES):
-            sources = sorted({inp.source for inp in graph.STAGE_DEFS[stage].inputs.values()})
+            sources = sorted({inp.source for inp in graph.stage_def(stage, ctx.cache).inputs.values()})
             sc.setJobDescription(f"memory {stage}")
             start = time.perf_counter()
             rdd = _zip_all([rdds[s] for s in sources]).map(

@@ -1,6 +1,7 @@
 """A training run: its root, config, manifest, and the driver that runs its stages in order."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -75,6 +76,7 @@ class Run:
         self.manifest = Manifest(self.storage)
         self.retention = Retention(self)
         self.geometry = geometry_of(cfg.model)
+        self.cache = dataclasses.asdict(cfg.cache)
 
     @staticmethod
     def exists(root: str) -> bool:
@@ -361,14 +363,14 @@ class Run:
         (f,) = self.manifest.files("ingest", "stats")
         stats = self.storage.read_parquet(f["path"])
         return StageContext(self.geometry, params, stats.column("mean").to_numpy(),
-                            stats.column("std").to_numpy(), normalizer, hyper or {})
+                            stats.column("std").to_numpy(), normalizer, hyper or {}, self.cache)
 
     def _sources(self, t: int) -> dict[str, str]:
         sched = self.schedule()
         return {"batches": graph.batches_key(sched.epoch_of(t)), "params": graph.params_key(t, sched.start_iteration)}
 
     def _stage_deps(self, stage: str, t: int) -> list[str]:
-        sdef = graph.STAGE_DEFS[stage]
+        sdef = graph.stage_def(stage, self.cache)
         source_key = self._sources(t)
         return sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
                       | ({source_key["params"]} if sdef.uses_params else set()))
@@ -381,7 +383,7 @@ class Run:
 
     def _iteration_stage(self, spark, key: str, stage: str, t: int) -> dict:
         sched = self.schedule()
-        sdef = graph.STAGE_DEFS[stage]
+        sdef = graph.stage_def(stage, self.cache)
         source_key = self._sources(t)
         deps = self._stage_deps(stage, t)
         self.identity(key, deps, {})

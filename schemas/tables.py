@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from schemas.tensors import TABLE_KEY, TensorSpec
+from schemas.tensors import TABLE_KEY, SparseTensorSpec, TensorSpec
 from stages.geometry import Geometry
 
 KEY_FIELDS = (
@@ -76,31 +76,46 @@ TASK_RESULT_SCHEMA = pa.schema(
 )
 
 
-def tensor_specs(g: Geometry) -> dict[str, tuple[TensorSpec, ...]]:
-    """Tensor columns of each per-image table, by table name."""
+DEFAULT_CACHE = {"relu_mask": "bitmask", "pool_argmax": "int8", "sparse_gradients": False}
+RELU_MASKS = ("bitmask", "bytes", "recompute")
+POOL_ARGMAXES = ("int8", "recompute")
+
+
+def tensor_specs(g: Geometry, cache: dict | None = None) -> dict[str, tuple]:
+    """Tensor columns of each per-image table, by table name, under a cache policy: how the ReLU
+    mask is kept (bitmask, a byte per element, or not at all), whether the pool argmax is kept,
+    and whether the mostly-zero gradients of pool_bwd and relu_bwd are stored sparse."""
+    cache = {**DEFAULT_CACHE, **(cache or {})}
     f32 = "float32"
-    mask_bytes = (int(np.prod(g.conv)) + 7) // 8
     classes = (g.classes,)
+    mask = {"bitmask": (TensorSpec("mask", "uint8", ((int(np.prod(g.conv)) + 7) // 8,)),),
+            "bytes": (TensorSpec("mask", "uint8", g.conv),), "recompute": ()}[cache["relu_mask"]]
+    argmax = (TensorSpec("argmax", "int8", g.pool),) if cache["pool_argmax"] == "int8" else ()
+    dx_conv = (SparseTensorSpec if cache["sparse_gradients"] else TensorSpec)("dx", f32, g.conv)
     return {
         "images": (TensorSpec("pixels", "uint8", g.image),),
         "batches": (TensorSpec("pixels", "uint8", g.image),),
         "conv_fwd": (TensorSpec("out", f32, g.conv),),
-        "relu_fwd": (TensorSpec("out", f32, g.conv), TensorSpec("mask", "uint8", (mask_bytes,))),
-        "pool_fwd": (TensorSpec("out", f32, g.pool), TensorSpec("argmax", "int8", g.pool)),
+        "relu_fwd": (TensorSpec("out", f32, g.conv), *mask),
+        "pool_fwd": (TensorSpec("out", f32, g.pool), *argmax),
         "fc_fwd": (TensorSpec("scores", f32, classes),),
         "loss": (TensorSpec("probs", f32, classes), TensorSpec("dscores", f32, classes)),
         "fc_bwd": (TensorSpec("dx", f32, g.pool),),
-        "pool_bwd": (TensorSpec("dx", f32, g.conv),),
-        "relu_bwd": (TensorSpec("dx", f32, g.conv),),
+        "pool_bwd": (dx_conv,),
+        "relu_bwd": (dx_conv,),
         "evaluate": (TensorSpec("probs", f32, classes),),
     }
 
 
-def spec(g: Geometry, table: str, column: str) -> TensorSpec:
-    for s in tensor_specs(g)[table]:
+def spec(g: Geometry, table: str, column: str, cache: dict | None = None):
+    for s in tensor_specs(g, cache)[table]:
         if s.name == column:
             return s
     raise KeyError(f"table {table} has no tensor column {column}")
+
+
+def _fields(tensor) -> tuple[pa.Field, ...]:
+    return tensor.fields() if isinstance(tensor, SparseTensorSpec) else (tensor.field(),)
 
 
 def _with_table(fields, table: str, extra: dict | None = None) -> pa.Schema:
@@ -114,9 +129,9 @@ def images_schema(g: Geometry) -> pa.Schema:
     return _with_table([*IMAGES_FIELDS, *(s.field() for s in tensor_specs(g)["images"])], "images")
 
 
-def table_schema(g: Geometry, table: str) -> pa.Schema:
+def table_schema(g: Geometry, table: str, cache: dict | None = None) -> pa.Schema:
     """Schema of a per-image stage table: keys, scalar columns, tensor columns."""
-    tensors = [s.field() for s in tensor_specs(g)[table]]
+    tensors = [f for s in tensor_specs(g, cache)[table] for f in _fields(s)]
     return _with_table([*KEY_FIELDS, *SCALAR_FIELDS.get(table, ()), *tensors], table)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 DTYPE_KEY = b"sparkcnn.dtype"
+SPARSE_KEY = b"sparkcnn.sparse"
 SHAPE_KEY = b"sparkcnn.shape"
 TABLE_KEY = b"sparkcnn.table"
 
@@ -75,3 +76,64 @@ def spec_of(field: pa.Field) -> TensorSpec:
     if DTYPE_KEY not in meta:
         raise ValueError(f"field {field.name} is not a tensor column")
     return TensorSpec(field.name, meta[DTYPE_KEY].decode(), tuple(json.loads(meta[SHAPE_KEY])))
+
+
+@dataclass(frozen=True)
+class SparseTensorSpec:
+    """A mostly-zero tensor as two binary columns: `<name>_mask`, a bitmask of the elements whose
+    bits are not all zero, and `<name>_values`, those elements in row-major order (variable length).
+    Exact: every element, -0.0 included, comes back bit for bit."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def fields(self) -> tuple[pa.Field, pa.Field]:
+        meta = {DTYPE_KEY: self.dtype.encode(), SHAPE_KEY: json.dumps(list(self.shape)).encode(),
+                SPARSE_KEY: self.name.encode()}
+        return (pa.field(f"{self.name}_mask", pa.binary(), nullable=False, metadata=meta),
+                pa.field(f"{self.name}_values", pa.binary(), nullable=False, metadata=meta))
+
+    def encode(self, array: np.ndarray) -> tuple[pa.Array, pa.Array]:
+        dtype = np.dtype(self.dtype).newbyteorder("<")
+        flat = np.ascontiguousarray(array, dtype=dtype).reshape(array.shape[0], self.size)
+        nonzero = flat.view(f"<u{dtype.itemsize}") != 0
+        mask = TensorSpec(f"{self.name}_mask", "uint8", ((self.size + 7) // 8,)).encode(np.packbits(nonzero, axis=1))
+        values = flat[nonzero]
+        offsets = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int32) * dtype.itemsize
+        data = pa.Array.from_buffers(pa.binary(), flat.shape[0], [None, pa.py_buffer(offsets), pa.py_buffer(values)])
+        return mask, data
+
+    def decode(self, mask_column, values_column) -> np.ndarray:
+        bits = TensorSpec("mask", "uint8", ((self.size + 7) // 8,)).decode(mask_column)
+        nonzero = np.unpackbits(bits, axis=1, count=self.size).view(bool)
+        chunks = values_column.chunks if isinstance(values_column, pa.ChunkedArray) else [values_column]
+        dtype = np.dtype(self.dtype).newbyteorder("<")
+        parts = []
+        for chunk in chunks:
+            _, offsets_buf, data_buf = chunk.buffers()
+            offsets = np.frombuffer(offsets_buf, np.int32)[chunk.offset: chunk.offset + len(chunk) + 1]
+            if len(chunk):
+                parts.append(np.frombuffer(data_buf, np.uint8)[offsets[0]: offsets[-1]].view(dtype))
+        values = np.concatenate(parts) if parts else np.empty(0, dtype)
+        if values.size != nonzero.sum():
+            raise ValueError(f"column {self.name}: {values.size} stored values for {int(nonzero.sum())} mask bits")
+        dense = np.zeros(nonzero.shape, dtype)
+        dense[nonzero] = values
+        return dense.reshape(-1, *self.shape)
+
+
+def decode_column(table: pa.Table, name: str) -> np.ndarray:
+    """Decode tensor column `name` of a table, dense or sparse, from the metadata its fields carry."""
+    if name in table.column_names:
+        return spec_of(table.schema.field(name)).decode(table.column(name))
+    mask, values = f"{name}_mask", f"{name}_values"
+    if mask in table.column_names and values in table.column_names:
+        meta = table.schema.field(mask).metadata
+        sparse = SparseTensorSpec(name, meta[DTYPE_KEY].decode(), tuple(json.loads(meta[SHAPE_KEY])))
+        return sparse.decode(table.column(mask), table.column(values))
+    raise KeyError(f"table has no tensor column {name} (columns: {', '.join(table.column_names)})")

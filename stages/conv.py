@@ -71,17 +71,17 @@ def layer_params(ctx, input_grad: bool = False) -> dict:
 
 
 def images(inputs, ctx) -> np.ndarray:
-    return normalize(tensor(inputs["batches"], ctx.geometry, "batches", "pixels"), ctx.mean, ctx.std)
+    return normalize(tensor(inputs["batches"], "pixels"), ctx.mean, ctx.std)
 
 
 def forward_stage(inputs, ctx) -> StageResult:
     """batches(pixels) -> conv_fwd(out)."""
     out, _ = forward(images(inputs, ctx), layer_params(ctx))
-    return StageResult({"out": per_image_table(ctx.geometry, "conv_fwd", inputs["batches"], out=out)})
+    return StageResult({"out": per_image_table(ctx, "conv_fwd", inputs["batches"], out=out)})
 
 
 def backward_stage(inputs, ctx) -> StageResult:
     """relu_bwd(dx) + batches(pixels) -> conv_bwd(grads); the input gradient is not computed."""
-    dout = tensor(inputs["relu_bwd"], ctx.geometry, "relu_bwd", "dx")
+    dout = tensor(inputs["relu_bwd"], "dx")
     _, grads = backward(dout, make_cache(images(inputs, ctx), layer_params(ctx)))
     return StageResult({"grads": arrays_to_table({f"conv.{k}": v for k, v in grads.items()}, "conv_bwd.grads")})

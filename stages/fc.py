@@ -25,16 +25,16 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
 
 def forward_stage(inputs, ctx) -> StageResult:
     """pool_fwd(out) -> fc_fwd(scores)."""
-    scores, _ = forward(tensor(inputs["pool_fwd"], ctx.geometry, "pool_fwd", "out"), ctx.layer_params("fc"))
-    return StageResult({"out": per_image_table(ctx.geometry, "fc_fwd", inputs["pool_fwd"], scores=scores)})
+    scores, _ = forward(tensor(inputs["pool_fwd"], "out"), ctx.layer_params("fc"))
+    return StageResult({"out": per_image_table(ctx, "fc_fwd", inputs["pool_fwd"], scores=scores)})
 
 
 def backward_stage(inputs, ctx) -> StageResult:
     """loss(dscores) + pool_fwd(out) -> fc_bwd(dx) and the shard's parameter gradients."""
     g = ctx.geometry
-    x = tensor(inputs["pool_fwd"], g, "pool_fwd", "out")
-    dx, grads = backward(tensor(inputs["loss"], g, "loss", "dscores"), {"x": x, "w": ctx.params["fc.w"]})
+    x = tensor(inputs["pool_fwd"], "out")
+    dx, grads = backward(tensor(inputs["loss"], "dscores"), {"x": x, "w": ctx.params["fc.w"]})
     return StageResult({
-        "out": per_image_table(g, "fc_bwd", inputs["loss"], dx=dx),
+        "out": per_image_table(ctx, "fc_bwd", inputs["loss"], dx=dx),
         "grads": arrays_to_table({f"fc.{k}": v for k, v in grads.items()}, "fc_bwd.grads"),
     })

@@ -29,11 +29,11 @@ def forward_stage(inputs, ctx) -> StageResult:
     """
     scores_table = inputs["fc_fwd"]
     labels = scores_table.column("label").to_numpy()
-    losses, cache = forward(tensor(scores_table, ctx.geometry, "fc_fwd", "scores"), {"labels": labels})
+    losses, cache = forward(tensor(scores_table, "scores"), {"labels": labels})
     dout = np.full(losses.shape, 1.0 / ctx.normalizer, dtype=np.float32)
     dscores, _ = backward(dout, cache)
     predicted = cache["probs"].argmax(axis=1)
-    table = per_image_table(ctx.geometry, "loss", scores_table, loss=losses, predicted=predicted,
+    table = per_image_table(ctx, "loss", scores_table, loss=losses, predicted=predicted,
                             probs=cache["probs"], dscores=dscores)
     return StageResult({"out": table}, summary(losses, predicted, labels))
 

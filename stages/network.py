@@ -43,7 +43,7 @@ def evaluate_stage(inputs, ctx: StageContext) -> StageResult:
     losses, caches = forward(conv.images(inputs, ctx), labels, ctx)
     probs = caches[-1]["probs"]
     predicted = probs.argmax(axis=1)
-    table = per_image_table(ctx.geometry, "evaluate", batch, loss=losses, predicted=predicted, probs=probs)
+    table = per_image_table(ctx, "evaluate", batch, loss=losses, predicted=predicted, probs=probs)
     return StageResult({"out": table}, loss.summary(losses, predicted, labels))
 
 

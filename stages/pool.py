@@ -45,15 +45,19 @@ def layer_params(ctx) -> dict:
 
 def forward_stage(inputs, ctx) -> StageResult:
     """relu_fwd(out) -> pool_fwd(out, argmax)."""
-    out, cache = forward(tensor(inputs["relu_fwd"], ctx.geometry, "relu_fwd", "out"), layer_params(ctx))
-    table = per_image_table(ctx.geometry, "pool_fwd", inputs["relu_fwd"], out=out, argmax=cache["argmax"])
+    out, cache = forward(tensor(inputs["relu_fwd"], "out"), layer_params(ctx))
+    kept = {"argmax": cache["argmax"]} if ctx.cache["pool_argmax"] == "int8" else {}
+    table = per_image_table(ctx, "pool_fwd", inputs["relu_fwd"], out=out, **kept)
     return StageResult({"out": table})
 
 
 def backward_stage(inputs, ctx) -> StageResult:
-    """fc_bwd(dx) + pool_fwd(argmax) -> pool_bwd(dx)."""
+    """fc_bwd(dx) + pool_fwd(argmax), or relu_fwd(out) to recompute it -> pool_bwd(dx)."""
     g = ctx.geometry
-    argmax = tensor(inputs["pool_fwd"], g, "pool_fwd", "argmax")
+    if ctx.cache["pool_argmax"] == "recompute":
+        argmax = forward(tensor(inputs["relu_fwd"], "out"), layer_params(ctx))[1]["argmax"]
+    else:
+        argmax = tensor(inputs["pool_fwd"], "argmax")
     cache = {"argmax": argmax, "input_shape": (argmax.shape[0], *g.conv), **layer_params(ctx)}
-    dx, _ = backward(tensor(inputs["fc_bwd"], g, "fc_bwd", "dx"), cache)
-    return StageResult({"out": per_image_table(g, "pool_bwd", inputs["fc_bwd"], dx=dx)})
+    dx, _ = backward(tensor(inputs["fc_bwd"], "dx"), cache)
+    return StageResult({"out": per_image_table(ctx, "pool_bwd", inputs["fc_bwd"], dx=dx)})

@@ -29,14 +29,22 @@ def unpack_mask(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def forward_stage(inputs, ctx) -> StageResult:
     """conv_fwd(out) -> relu_fwd(out, mask as a bitmask)."""
-    out, mask = forward(tensor(inputs["conv_fwd"], ctx.geometry, "conv_fwd", "out"))
-    table = per_image_table(ctx.geometry, "relu_fwd", inputs["conv_fwd"], out=out, mask=pack_mask(mask))
+    out, mask = forward(tensor(inputs["conv_fwd"], "out"))
+    kept = {"bitmask": {"mask": pack_mask(mask)}, "bytes": {"mask": mask.view(np.uint8)}, "recompute": {}}
+    table = per_image_table(ctx, "relu_fwd", inputs["conv_fwd"], out=out, **kept[ctx.cache["relu_mask"]])
     return StageResult({"out": table})
 
 
+def stored_mask(table, ctx) -> np.ndarray:
+    """The ReLU mask as the cache policy kept it: a bitmask, a byte per element, or recomputed from the output."""
+    policy = ctx.cache["relu_mask"]
+    if policy == "recompute":
+        return tensor(table, "out") > 0
+    mask = tensor(table, "mask")
+    return unpack_mask(mask, ctx.geometry.conv) if policy == "bitmask" else mask.view(bool)
+
+
 def backward_stage(inputs, ctx) -> StageResult:
-    """pool_bwd(dx) + relu_fwd(mask) -> relu_bwd(dx)."""
-    g = ctx.geometry
-    mask = unpack_mask(tensor(inputs["relu_fwd"], g, "relu_fwd", "mask"), g.conv)
-    dx, _ = backward(tensor(inputs["pool_bwd"], g, "pool_bwd", "dx"), mask)
-    return StageResult({"out": per_image_table(g, "relu_bwd", inputs["pool_bwd"], dx=dx)})
+    """pool_bwd(dx) + relu_fwd(mask, or out when the mask is recomputed) -> relu_bwd(dx)."""
+    dx, _ = backward(tensor(inputs["pool_bwd"], "dx"), stored_mask(inputs["relu_fwd"], ctx))
+    return StageResult({"out": per_image_table(ctx, "relu_bwd", inputs["pool_bwd"], dx=dx)})

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import KEY_COLUMNS, SCALAR_FIELDS, spec, table_schema
+from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, tensor_specs, table_schema
+from schemas.tensors import SparseTensorSpec, decode_column
 from stages.geometry import Geometry
 
 
@@ -20,6 +21,7 @@ class StageContext:
     std: np.ndarray | None = None
     normalizer: int = 1
     hyper: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=lambda: dict(DEFAULT_CACHE))
 
     def layer_params(self, layer: str) -> dict[str, np.ndarray]:
         return {"w": self.params[f"{layer}.w"], "b": self.params[f"{layer}.b"]}
@@ -33,21 +35,21 @@ class StageResult:
     values: dict[str, float] = field(default_factory=dict)
 
 
-def tensor(table: pa.Table, g: Geometry, source: str, column: str) -> np.ndarray:
-    """Decode a tensor column of a table written by stage `source`."""
-    return spec(g, source, column).decode(table.column(column))
+def tensor(table: pa.Table, column: str) -> np.ndarray:
+    """Decode a tensor column (dense or sparse) as its field metadata declares it."""
+    return decode_column(table, column)
 
 
-def per_image_table(g: Geometry, name: str, keys: pa.Table, **columns: np.ndarray) -> pa.Table:
-    """Build table `name` from the key columns of an input and the given tensors and scalars."""
-    schema = table_schema(g, name)
-    scalars = {f.name for f in SCALAR_FIELDS.get(name, ())}
-    arrays = []
-    for f in schema:
-        if f.name in KEY_COLUMNS:
-            arrays.append(keys.column(f.name))
-        elif f.name in scalars:
-            arrays.append(pa.array(columns[f.name], type=f.type))
+def per_image_table(ctx: StageContext, name: str, keys: pa.Table, **columns: np.ndarray) -> pa.Table:
+    """Build table `name` (laid out by ctx's cache policy) from the key columns of an input and
+    the given tensors and scalars."""
+    schema = table_schema(ctx.geometry, name, ctx.cache)
+    arrays = {k: keys.column(k) for k in KEY_COLUMNS}
+    for f in SCALAR_FIELDS.get(name, ()):
+        arrays[f.name] = pa.array(columns[f.name], type=f.type)
+    for s in tensor_specs(ctx.geometry, ctx.cache)[name]:
+        if isinstance(s, SparseTensorSpec):
+            arrays[f"{s.name}_mask"], arrays[f"{s.name}_values"] = s.encode(columns[s.name])
         else:
-            arrays.append(spec(g, name, f.name).encode(columns[f.name]))
-    return pa.Table.from_arrays(arrays, schema=schema)
+            arrays[s.name] = s.encode(columns[s.name])
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)

@@ -248,3 +248,22 @@ def test_switching_modes_between_iterations(spark, tmp_path, runs):
     for name, value in memory.params_at(5).items():
         assert np.linalg.norm(value - reference_params[name]) <= 1e-6 * np.linalg.norm(reference_params[name])
     assert memory.iterations_done() == 5
+
+
+@pytest.mark.parametrize("policy", [
+    ["cache.relu_mask='bytes'"],
+    ["cache.relu_mask='recompute'", "cache.pool_argmax='recompute'", "cache.sparse_gradients=true"],
+])
+def test_cache_policies_change_bytes_not_results(spark, tmp_path, runs, policy):
+    run = train(spark, tmp_path / "cache", *policy)
+    assert_bitwise_equal(params_after(run), params_after(runs["a"]))
+
+    def stage_bytes(r, stage):
+        return r.manifest.get(graph.iteration_key(1, stage))["bytes"]
+
+    base = runs["a"]
+    if "cache.relu_mask='bytes'" in policy:
+        assert stage_bytes(run, "relu_fwd") > stage_bytes(base, "relu_fwd")
+    else:
+        for stage in ("relu_fwd", "pool_fwd", "pool_bwd", "relu_bwd"):
+            assert stage_bytes(run, stage) < stage_bytes(base, stage), stage

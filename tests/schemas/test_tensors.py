@@ -46,3 +46,26 @@ def test_named_arrays_round_trip():
     for name in arrays:
         np.testing.assert_array_equal(back[name], arrays[name])
         assert back[name].dtype == np.float32
+
+
+def test_sparse_round_trip_is_bit_exact():
+    from schemas.tensors import SparseTensorSpec, decode_column
+
+    data = np.zeros((4, 3, 5), np.float32)
+    data[0, 1, 2], data[2, 0, 0], data[2, 2, 4], data[3, 1, 1] = 1.5, -2.0, 3.25, -0.0
+    spec = SparseTensorSpec("dx", "float32", (3, 5))
+    mask, values = spec.encode(data)
+    table = pa.table({"dx_mask": mask, "dx_values": values},
+                     schema=pa.schema(list(spec.fields())))
+    back = decode_column(table, "dx")
+    assert back.tobytes() == data.tobytes()
+    assert [len(v) for v in values.to_pylist()] == [4, 0, 8, 4]
+
+
+def test_cache_policy_changes_columns():
+    g = geometry_of(Config().model)
+    recompute = table_schema(g, "relu_fwd", {"relu_mask": "recompute"})
+    assert recompute.names[-1] == "out"
+    assert table_schema(g, "relu_fwd", {"relu_mask": "bytes"}).field("mask").metadata[b"sparkcnn.shape"] == b"[32, 32, 32]"
+    assert "argmax" not in table_schema(g, "pool_fwd", {"pool_argmax": "recompute"}).names
+    assert {"dx_mask", "dx_values"} <= set(table_schema(g, "relu_bwd", {"sparse_gradients": True}).names)
