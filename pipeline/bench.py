@@ -27,6 +27,15 @@ from stages.tabular import StageContext
 FORWARD = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss")
 BACKWARD = ("fc_bwd", "pool_bwd", "relu_bwd", "conv_bwd")
 MODES = ("staged", "memory", "fused")
+CACHE_VARIANTS = {
+    "default (bitmask, int8)": [],
+    "relu mask as bytes": ["cache.relu_mask='bytes'"],
+    "relu mask recomputed": ["cache.relu_mask='recompute'"],
+    "pool argmax recomputed": ["cache.pool_argmax='recompute'"],
+    "sparse gradients": ["cache.sparse_gradients=true"],
+    "all recomputed + sparse": ["cache.relu_mask='recompute'", "cache.pool_argmax='recompute'",
+                                "cache.sparse_gradients=true"],
+}
 
 
 @dataclass
@@ -216,8 +225,17 @@ def chart(rows: list[Row], scaling: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def cache_table(variants: list[Row]) -> str:
+    cols = ("relu_fwd", "pool_fwd", "pool_bwd", "relu_bwd")
+    lines = [f"{'policy':<28}{'total s':>9}{'MB written':>12}" + "".join(f"{c + ' s':>12}" for c in cols)]
+    for r in variants:
+        lines.append(f"{r.name:<28}{r.total:>9.3f}{r.bytes_written / 1e6:>12.1f}"
+                     + "".join(f"{r.stages.get(c, 0.0):>12.3f}" for c in cols))
+    return "\n".join(lines)
+
+
 def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Path, torch: bool = True,
-              hdfs_root: str | None = None) -> dict:
+              hdfs_root: str | None = None, cache_variants: bool = True) -> dict:
     from pipeline.spark import session
 
     out.mkdir(parents=True, exist_ok=True)
@@ -252,10 +270,18 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         for mode in MODES:
             scaled.append(bench_mode(spark, cfg, mode, size, 1, work / f"{mode}-{size}"))
             print(table(scaled[-1:], None).splitlines()[-1].replace("n/a", "   "), flush=True)
+    variants = []
+    if cache_variants:
+        for name, extra in CACHE_VARIANTS.items():
+            row = bench_mode(spark, cfg, "staged", images, 1, work / f"cache-{len(variants)}", extra)
+            row.name = name
+            variants.append(row)
+            print(f"cache policy {name:<26} {row.total:8.3f} s {row.bytes_written / 1e6:9.1f} MB written", flush=True)
     by_name = {r.name: r for r in rows}
     result = {
         "images": images, "repeat": repeat, "rows": [r.__dict__ | {"total": r.total} for r in rows],
         "scaling": [r.__dict__ | {"total": r.total} for r in scaled],
+        "cache_policies": [r.__dict__ | {"total": r.total} for r in variants],
         "ratios": {
             "to_pytorch_cpu": {r.name: r.total / torch_cpu.total for r in rows} if torch_cpu else None,
             "staged_to_memory": by_name["staged"].total / by_name["memory"].total,
@@ -269,6 +295,8 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print(table(rows, torch_cpu))
     print(f"\nstaged / memory: {result['ratios']['staged_to_memory']:.2f}")
     print("\nseconds per stage and iteration:\n" + stage_profile(rows))
+    if variants:
+        print("\ncache policies (staged mode):\n" + cache_table(variants))
     if skipped:
         print(f"scaling sizes {skipped} skipped: the data has only {available} training images")
     if not torch_cpu:

@@ -72,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=2, help="measured iterations after a warm-up (default 2)")
     bench.add_argument("--out", default="bench", help="folder for bench.json, bench.png and scratch runs")
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    bench.add_argument("--no-cache-policies", action="store_true", help="skip the table of cache policies")
     bench.add_argument("--run-root", dest="hdfs_root", help="also time staged mode on this run root (e.g. hdfs://...)")
     gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
     gc.add_argument("--run-root")
@@ -176,7 +177,8 @@ def cmd_bench(args, run) -> int:
 
     cfg = config.load(args.config, [*args.overrides, *([f"data.path={_toml(args.data)}"] if args.data else [])])
     scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
-    bench.run_bench(cfg, args.images, scaling, args.repeat, Path(args.out), not args.no_torch, args.hdfs_root)
+    bench.run_bench(cfg, args.images, scaling, args.repeat, Path(args.out), not args.no_torch, args.hdfs_root,
+                    not args.no_cache_policies)
     return 0
 
 

@@ -1,0 +1,33 @@
+"""The bench runs every mode in one process and writes its figures as JSON and a PNG chart."""
+import json
+import struct
+
+import pytest
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--images", "200", "--scaling", "100,200,9999", "--repeat", "1", "--no-torch",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "staged / memory:" in printed and "seconds per stage and iteration" in printed
+    assert "scaling sizes [9999] skipped" in printed
+    result = json.loads((out / "bench.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["numpy (1 process)", "staged", "memory", "fused"]
+    rows = {r["name"]: r for r in result["rows"]}
+    assert all(r["total"] > 0 and r["images"] == 200 for r in result["rows"])
+    assert rows["staged"]["bytes_written"] > 50 * rows["memory"]["bytes_written"] > 0
+    assert result["ratios"]["staged_to_memory"] == pytest.approx(rows["staged"]["total"] / rows["memory"]["total"])
+    assert sorted((r["name"], r["images"]) for r in result["scaling"]) == sorted(
+        (m, n) for m in ("staged", "memory", "fused") for n in (100, 200))
+    policies = {r["name"]: r["bytes_written"] for r in result["cache_policies"]}
+    assert policies["relu mask as bytes"] > policies["default (bitmask, int8)"] > policies["all recomputed + sparse"]
+    png = (out / "bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 600 and height > 300
