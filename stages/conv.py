@@ -8,13 +8,22 @@ from schemas.tables import arrays_to_table
 from stages.tabular import StageResult, per_image_table, tensor
 
 
-def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
-    """x (N, H, W, C) -> columns (N, Ho, Wo, C * kernel * kernel), ordered (C, kh, kw)."""
+BLOCK = 32  # images per im2col tile: small enough for the columns to stay in cache
+
+
+def im2col_blocks(x: np.ndarray, kernel: int, stride: int, padding: int):
+    """x (N, H, W, C) -> tiles (start, stop, columns (images * Ho * Wo, C * kernel * kernel)),
+    columns ordered (C, kh, kw), BLOCK images a tile, all tiles in one reused buffer."""
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     windows = sliding_window_view(x, (kernel, kernel), axis=(1, 2))[:, ::stride, ::stride]
-    n, ho, wo = windows.shape[:3]
-    return windows.reshape(n, ho, wo, -1)
+    n = windows.shape[0]
+    buffer = np.empty((min(BLOCK, n), *windows.shape[1:]), x.dtype)
+    for start in range(0, n, BLOCK):
+        stop = min(n, start + BLOCK)
+        tile = buffer[: stop - start]
+        np.copyto(tile, windows[start:stop])
+        yield start, stop, tile.reshape(tile.shape[0] * tile.shape[1] * tile.shape[2], -1)
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
@@ -24,9 +33,14 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     Returns out (N, Ho, Wo, F) and a cache holding x, not the im2col columns.
     """
     w, b = params["w"], params["b"]
-    kernel, stride, padding = w.shape[2], params["stride"], params["padding"]
-    cols = im2col(x, kernel, stride, padding)
-    out = cols @ w.reshape(w.shape[0], -1).T
+    filters, _, kernel, _ = w.shape
+    stride, padding = params["stride"], params["padding"]
+    ho = (x.shape[1] + 2 * padding - kernel) // stride + 1
+    wo = (x.shape[2] + 2 * padding - kernel) // stride + 1
+    out = np.empty((x.shape[0], ho, wo, filters), np.result_type(x, w))
+    weights = np.ascontiguousarray(w.reshape(filters, -1).T)
+    for start, stop, cols in im2col_blocks(x, kernel, stride, padding):
+        np.matmul(cols, weights, out=out[start:stop].reshape(-1, filters))
     out += b
     return out, make_cache(x, params)
 
@@ -41,9 +55,11 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
     """dout (N, Ho, Wo, F) -> dx (N, H, W, C) or None when input_grad is off, grads {w, b}."""
     x, w, stride, padding = cache["x"], cache["w"], cache["stride"], cache["padding"]
     filters, channels, kernel, _ = w.shape
-    cols = im2col(x, kernel, stride, padding)
+    dw = np.zeros((filters, channels * kernel * kernel), np.result_type(dout, x))
+    for start, stop, cols in im2col_blocks(x, kernel, stride, padding):
+        dw += dout[start:stop].reshape(-1, filters).T @ cols
+    dw = dw.reshape(w.shape)
     dflat = dout.reshape(-1, filters)
-    dw = (dflat.T @ cols.reshape(-1, cols.shape[-1])).reshape(w.shape)
     db = dflat.sum(axis=0, dtype=np.float32)
     dx = None
     if cache["input_grad"]:
