@@ -74,6 +74,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     bench.add_argument("--no-cache-policies", action="store_true", help="skip the table of cache policies")
     bench.add_argument("--run-root", dest="hdfs_root", help="also time staged mode on this run root (e.g. hdfs://...)")
+    sql = sub.add_parser("sql", help="query a run's tables with Spark SQL (no query: an interactive prompt)")
+    sql.add_argument("query", nargs="?", help="a SQL query; without it, an interactive prompt opens")
+    sql.add_argument("--run-root")
+    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    sql.add_argument("--out", help="write the result to this file (needed for parquet)")
+    sql.add_argument("--views-sql", metavar="FILE", help="write CREATE VIEW statements for a plain spark-sql shell")
     gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
     gc.add_argument("--run-root")
     export = sub.add_parser("export", help="write parameters as named numpy arrays (.npz)")
@@ -182,6 +188,84 @@ def cmd_bench(args, run) -> int:
     return 0
 
 
+def cmd_sql(args, run: Run) -> int:
+    from pipeline import sql
+    from pipeline.spark import session
+
+    if args.views_sql:
+        Path(args.views_sql).write_text(sql.views_sql(run, Path.cwd().as_uri()))
+        print(f"wrote {args.views_sql}")
+        return 0
+    spark = session(run.cfg)
+    sources = sql.register_views(spark, run)
+    if args.query is None:
+        return sql_prompt(spark, run, sources)
+    for note in sql.retention_notes(run, sources, args.query):
+        print(note, file=sys.stderr)
+    try:
+        result = spark.sql(args.query).toArrow()
+    except Exception as e:
+        print(f"error: {sql_error(e)}", file=sys.stderr)
+        return 2
+    if args.format == "parquet":
+        if not args.out:
+            raise RunError("--format parquet needs --out FILE")
+        import pyarrow.parquet as pq
+
+        pq.write_table(result, args.out)
+        print(f"wrote {args.out}: {result.num_rows} rows")
+        return 0
+    text = sql.aligned(result) + "\n" if args.format == "table" else sql.render(result, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}: {result.num_rows} rows")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def sql_error(error: Exception) -> str:
+    first = str(error).strip().splitlines()
+    return first[0] if first else type(error).__name__
+
+
+def sql_prompt(spark, run: Run, sources) -> int:
+    """An interactive prompt: statements end with ';', history is kept in ~/.sparkcnn_sql_history."""
+    from pipeline import sql
+
+    history = Path.home() / ".sparkcnn_sql_history"
+    try:
+        import readline
+
+        if history.exists():
+            readline.read_history_file(history)
+    except (ImportError, OSError):
+        readline = None
+    print(f"run {run.storage.url}; views: {', '.join(sorted([*sources, 'manifest', 'retired']))}")
+    print("end statements with ';', leave with \\q")
+    buffer: list[str] = []
+    while True:
+        try:
+            line = input("sparkcnn> " if not buffer else "      ...> ")
+        except EOFError:
+            break
+        if not buffer and line.strip().lower() in ("\\q", "quit", "exit", "quit;", "exit;"):
+            break
+        buffer.append(line)
+        if line.rstrip().endswith(";"):
+            query = "\n".join(buffer).rstrip().rstrip(";")
+            buffer = []
+            for note in sql.retention_notes(run, sources, query):
+                print(note)
+            try:
+                print(sql.aligned(spark.sql(query).toArrow()))
+            except Exception as e:
+                print(f"error: {sql_error(e)}")
+    if readline is not None:
+        readline.write_history_file(history)
+    return 0
+
+
 def cmd_gc(args, run: Run) -> int:
     with RunLock(run.storage):
         done = run.retention.collect()
@@ -241,7 +325,7 @@ def cmd_export(args, run: Run) -> int:
 
 
 COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export,
-            "gc": cmd_gc, "bench": cmd_bench}
+            "gc": cmd_gc, "bench": cmd_bench, "sql": cmd_sql}
 WRITERS = ("train", "resume", "stage")
 
 

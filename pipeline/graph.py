@@ -50,7 +50,7 @@ STAGE_DEFS = {
                                                         "pool_fwd": _image_input("pool_fwd", "argmax", keys=False)}),
     "relu_bwd": StageDef("stages.relu:backward_stage", {"pool_bwd": _image_input("pool_bwd", "dx"),
                                                         "relu_fwd": _image_input("relu_fwd", "mask", keys=False)}),
-    "conv_bwd": StageDef("stages.conv:backward_stage", {"relu_bwd": _image_input("relu_bwd", "dx", keys=False),
+    "conv_bwd": StageDef("stages.conv:backward_stage", {"relu_bwd": _image_input("relu_bwd", "dx"),
                                                         "batches": _image_input("batches", "pixels", keys=False)}, True),
     "update": StageDef("stages.update:update_stage", {"fc_bwd": Input("fc_bwd", "grads", None, many=True),
                                                       "conv_bwd": Input("conv_bwd", "grads", None, many=True),
@@ -71,7 +71,7 @@ def stage_def(stage: str, cache: dict | None = None) -> StageDef:
         inputs["pool_bwd"] = _image_input("pool_bwd", *dx)
         inputs["relu_fwd"] = _image_input("relu_fwd", "out" if cache["relu_mask"] == "recompute" else "mask", keys=False)
     elif stage == "conv_bwd":
-        inputs["relu_bwd"] = _image_input("relu_bwd", *dx, keys=False)
+        inputs["relu_bwd"] = _image_input("relu_bwd", *dx)
     return replace(sdef, inputs=inputs)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.tables import STATS_SCHEMA, images_schema, spec
+from schemas.tensors import summarize
 from stages.geometry import Geometry
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -90,9 +91,11 @@ def load(path: str | Path, g: Geometry) -> tuple[dict[str, pa.Table], pa.Table, 
         split = "test" if name == TEST_BATCH else "train"
         if split == "train":
             train_pixels.append(pixels)
+        stats = summarize(pixels)
         tables[name] = pa.Table.from_arrays(
             [pa.array(np.arange(next_id, next_id + n, dtype=np.int64)), pa.array(labels),
-             pa.array([split] * n), pa.array([name] * n), spec(g, "images", "pixels").encode(pixels)],
+             pa.array([split] * n), pa.array([name] * n), spec(g, "images", "pixels").encode(pixels),
+             *(pa.array(stats[k]) for k in ("mean", "std", "min", "max", "l2", "zeros"))],
             schema=images_schema(g),
         )
         next_id += n

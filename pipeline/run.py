@@ -244,7 +244,7 @@ class Run:
         velocity = {n: np.zeros_like(p) for n, p in params.items()}
         outputs = []
         for name, arrays in (("params", params), ("velocity", velocity)):
-            table = arrays_to_table(arrays, name)
+            table = arrays_to_table(arrays, name, 0)
             path = output_path("params/v000000", name, graph.ALL_PARTS)
             outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
         return self._entry("init", [], {}, outputs, {})
@@ -379,7 +379,7 @@ class Run:
         t_cfg = self.cfg.train
         return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
                                                       self.schedule().total_iterations),
-                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay}
+                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay, "iteration": t + 1}
 
     def _iteration_stage(self, spark, key: str, stage: str, t: int) -> dict:
         sched = self.schedule()

@@ -24,7 +24,7 @@ def session(cfg: Config, app_name: str = "sparkcnn"):
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": str(cfg.spark.partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.driver.memory": "2g",
+        "spark.driver.memory": "6g",
     }
     if LOG_CONFIG.exists():
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"

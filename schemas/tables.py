@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from schemas.tensors import TABLE_KEY, SparseTensorSpec, TensorSpec
+from schemas.tensors import TABLE_KEY, SparseTensorSpec, TensorSpec, summarize, summary_fields
 from stages.geometry import Geometry
 
 KEY_FIELDS = (
@@ -42,10 +42,13 @@ STATS_SCHEMA = pa.schema(
 )
 
 ARRAYS_FIELDS = (
+    pa.field("iteration", pa.int32()),
+    pa.field("shard", pa.int32()),
     pa.field("name", pa.string(), nullable=False),
     pa.field("dtype", pa.string(), nullable=False),
     pa.field("shape", pa.list_(pa.int32()), nullable=False),
     pa.field("value", pa.binary(), nullable=False),
+    *summary_fields("value"),
 )
 
 METRICS_SCHEMA = pa.schema(
@@ -114,8 +117,14 @@ def spec(g: Geometry, table: str, column: str, cache: dict | None = None):
     raise KeyError(f"table {table} has no tensor column {column}")
 
 
+def summarized(tensor) -> bool:
+    """Float tensors and pixels carry summary columns; masks and argmaxes are caches, not tensors."""
+    return tensor.dtype.startswith("float") or tensor.name == "pixels"
+
+
 def _fields(tensor) -> tuple[pa.Field, ...]:
-    return tensor.fields() if isinstance(tensor, SparseTensorSpec) else (tensor.field(),)
+    own = tensor.fields() if isinstance(tensor, SparseTensorSpec) else (tensor.field(),)
+    return (*own, *(summary_fields(tensor.name) if summarized(tensor) else ()))
 
 
 def _with_table(fields, table: str, extra: dict | None = None) -> pa.Schema:
@@ -126,7 +135,7 @@ def _with_table(fields, table: str, extra: dict | None = None) -> pa.Schema:
 
 
 def images_schema(g: Geometry) -> pa.Schema:
-    return _with_table([*IMAGES_FIELDS, *(s.field() for s in tensor_specs(g)["images"])], "images")
+    return _with_table([*IMAGES_FIELDS, *(f for s in tensor_specs(g)["images"] for f in _fields(s))], "images")
 
 
 def table_schema(g: Geometry, table: str, cache: dict | None = None) -> pa.Schema:
@@ -140,18 +149,22 @@ def arrays_schema(table: str) -> pa.Schema:
     return _with_table(ARRAYS_FIELDS, table)
 
 
-def arrays_to_table(arrays: dict[str, np.ndarray], table: str) -> pa.Table:
+def arrays_to_table(arrays: dict[str, np.ndarray], table: str, iteration: int | None = None,
+                    shard: int | None = None) -> pa.Table:
+    """Named arrays as rows, tagged with the iteration (and shard) they belong to."""
     names = sorted(arrays)
     values = [np.ascontiguousarray(arrays[n], dtype=np.dtype(arrays[n].dtype).newbyteorder("<")) for n in names]
-    return pa.table(
-        {
-            "name": names,
-            "dtype": [str(v.dtype.newbyteorder("=")) for v in values],
-            "shape": [list(v.shape) for v in values],
-            "value": [v.tobytes() for v in values],
-        },
-        schema=arrays_schema(table),
-    )
+    stats = [summarize(v.reshape(1, -1)) for v in values]
+    columns = {
+        "iteration": [iteration] * len(names),
+        "shard": [shard] * len(names),
+        "name": names,
+        "dtype": [str(v.dtype.newbyteorder("=")) for v in values],
+        "shape": [list(v.shape) for v in values],
+        "value": [v.tobytes() for v in values],
+    }
+    columns.update({f.name: [float(st[f.name.split("_", 1)[1]][0]) for st in stats] for f in summary_fields("value")})
+    return pa.table(columns, schema=arrays_schema(table))
 
 
 def table_to_arrays(table: pa.Table) -> dict[str, np.ndarray]:

@@ -53,21 +53,31 @@ class TensorSpec:
         return np.concatenate(parts)
 
     def _decode_chunk(self, chunk: pa.Array) -> np.ndarray:
-        if chunk.type == pa.large_binary():
-            offset_type = np.int64
-        elif chunk.type == pa.binary():
-            offset_type = np.int32
-        else:
-            raise TypeError(f"column {self.name}: expected binary, got {chunk.type}")
-        if chunk.null_count:
-            raise ValueError(f"column {self.name}: null tensor values")
-        _, offsets_buf, data_buf = chunk.buffers()
-        offsets = np.frombuffer(offsets_buf, offset_type)[chunk.offset: chunk.offset + len(chunk) + 1]
-        lengths = np.diff(offsets)
-        if lengths.size and (lengths != self.row_bytes).any():
-            raise ValueError(f"column {self.name}: rows must hold {self.row_bytes} bytes, found {sorted(set(lengths.tolist()))[:5]}")
-        raw = np.frombuffer(data_buf, np.uint8)[offsets[0]: offsets[-1]] if len(chunk) else np.empty(0, np.uint8)
-        return raw.view(np.dtype(self.dtype).newbyteorder("<")).reshape(len(chunk), *self.shape)
+        return decode_rows(chunk, self.dtype, self.row_bytes, self.name).reshape(len(chunk), *self.shape)
+
+
+def decode_rows(chunk: pa.Array, dtype: str, row_bytes: int | None = None, name: str = "tensor") -> np.ndarray:
+    """A binary Arrow array of equal-length raw values -> (N, values per row), zero-copy."""
+    if chunk.type == pa.large_binary():
+        offset_type = np.int64
+    elif chunk.type == pa.binary():
+        offset_type = np.int32
+    else:
+        raise TypeError(f"column {name}: expected binary, got {chunk.type}")
+    if chunk.null_count:
+        raise ValueError(f"column {name}: null tensor values")
+    element = np.dtype(dtype).newbyteorder("<")
+    if not len(chunk):
+        return np.empty((0, (row_bytes or 0) // element.itemsize), element)
+    _, offsets_buf, data_buf = chunk.buffers()
+    offsets = np.frombuffer(offsets_buf, offset_type)[chunk.offset: chunk.offset + len(chunk) + 1]
+    lengths = np.diff(offsets)
+    expected = row_bytes if row_bytes is not None else int(lengths[0])
+    if (lengths != expected).any() or expected % element.itemsize:
+        raise ValueError(f"column {name}: rows must hold {expected} bytes of {dtype}, "
+                         f"found {sorted(set(lengths.tolist()))[:5]}")
+    raw = np.frombuffer(data_buf, np.uint8)[offsets[0]: offsets[-1]]
+    return raw.view(element).reshape(len(chunk), expected // element.itemsize)
 
 
 def spec_of(field: pa.Field) -> TensorSpec:
@@ -137,3 +147,29 @@ def decode_column(table: pa.Table, name: str) -> np.ndarray:
         sparse = SparseTensorSpec(name, meta[DTYPE_KEY].decode(), tuple(json.loads(meta[SHAPE_KEY])))
         return sparse.decode(table.column(mask), table.column(values))
     raise KeyError(f"table has no tensor column {name} (columns: {', '.join(table.column_names)})")
+
+
+SUMMARY_STATS = ("mean", "std", "min", "max", "l2", "zeros")
+
+
+def summary_fields(name: str) -> list[pa.Field]:
+    """Per-row summary columns of tensor column `name`: <name>_mean, _std, _min, _max, _l2, _zeros."""
+    return [pa.field(f"{name}_{stat}", pa.float64(), nullable=False) for stat in SUMMARY_STATS]
+
+
+def summarize(array: np.ndarray) -> dict[str, np.ndarray]:
+    """Summary statistics of each row (first axis) of a tensor; `zeros` is the fraction of zeros."""
+    flat = array.reshape(array.shape[0], -1)
+    if flat.shape[1] == 0:
+        return {stat: np.zeros(flat.shape[0]) for stat in SUMMARY_STATS}
+    mean = flat.mean(axis=1, dtype=np.float64)
+    squares = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) if flat.dtype.kind == "f" else \
+        (flat.astype(np.float64) ** 2).sum(axis=1)
+    return {
+        "mean": mean,
+        "std": np.sqrt(np.maximum(squares / flat.shape[1] - mean ** 2, 0.0)),
+        "min": flat.min(axis=1).astype(np.float64),
+        "max": flat.max(axis=1).astype(np.float64),
+        "l2": np.sqrt(squares),
+        "zeros": (flat == 0).mean(axis=1),
+    }

@@ -100,4 +100,7 @@ def backward_stage(inputs, ctx) -> StageResult:
     """relu_bwd(dx) + batches(pixels) -> conv_bwd(grads); the input gradient is not computed."""
     dout = tensor(inputs["relu_bwd"], "dx")
     _, grads = backward(dout, make_cache(images(inputs, ctx), layer_params(ctx)))
-    return StageResult({"grads": arrays_to_table({f"conv.{k}": v for k, v in grads.items()}, "conv_bwd.grads")})
+    keys = inputs["relu_bwd"]
+    grads = arrays_to_table({f"conv.{k}": v for k, v in grads.items()}, "conv_bwd.grads",
+                            ctx.key_of(keys, "iteration"), ctx.key_of(keys, "shard"))
+    return StageResult({"grads": grads})

@@ -36,5 +36,6 @@ def backward_stage(inputs, ctx) -> StageResult:
     dx, grads = backward(tensor(inputs["loss"], "dscores"), {"x": x, "w": ctx.params["fc.w"]})
     return StageResult({
         "out": per_image_table(ctx, "fc_bwd", inputs["loss"], dx=dx),
-        "grads": arrays_to_table({f"fc.{k}": v for k, v in grads.items()}, "fc_bwd.grads"),
+        "grads": arrays_to_table({f"fc.{k}": v for k, v in grads.items()}, "fc_bwd.grads",
+                                 ctx.key_of(inputs["loss"], "iteration"), ctx.key_of(inputs["loss"], "shard")),
     })

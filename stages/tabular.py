@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, tensor_specs, table_schema
-from schemas.tensors import SparseTensorSpec, decode_column
+from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, summarized, tensor_specs, table_schema
+from schemas.tensors import SparseTensorSpec, decode_column, summarize
 from stages.geometry import Geometry
 
 
@@ -22,6 +22,10 @@ class StageContext:
     normalizer: int = 1
     hyper: dict = field(default_factory=dict)
     cache: dict = field(default_factory=lambda: dict(DEFAULT_CACHE))
+
+    def key_of(self, table: pa.Table, column: str) -> int | None:
+        """The one value of a key column (iteration, shard) in a shard's table."""
+        return table.column(column)[0].as_py() if table.num_rows else None
 
     def layer_params(self, layer: str) -> dict[str, np.ndarray]:
         return {"w": self.params[f"{layer}.w"], "b": self.params[f"{layer}.b"]}
@@ -52,4 +56,6 @@ def per_image_table(ctx: StageContext, name: str, keys: pa.Table, **columns: np.
             arrays[f"{s.name}_mask"], arrays[f"{s.name}_values"] = s.encode(columns[s.name])
         else:
             arrays[s.name] = s.encode(columns[s.name])
+        if summarized(s):
+            arrays.update({f"{s.name}_{k}": pa.array(v) for k, v in summarize(columns[s.name]).items()})
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)

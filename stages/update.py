@@ -61,4 +61,6 @@ def update_stage(inputs, ctx) -> StageResult:
     h = ctx.hyper
     params, velocity = sgd_step(ctx.params, table_to_arrays(inputs["velocity"]), grads,
                                 h["learning_rate"], h["momentum"], h["weight_decay"])
-    return StageResult({"params": arrays_to_table(params, "params"), "velocity": arrays_to_table(velocity, "velocity")})
+    version = h.get("iteration")
+    return StageResult({"params": arrays_to_table(params, "params", version),
+                        "velocity": arrays_to_table(velocity, "velocity", version)})

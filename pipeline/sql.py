@@ -1,0 +1,299 @@
+"""Spark SQL over a run: one view per committed table, vectorised tensor functions, query output.
+
+Views list only files that committed manifest entries own, so a query on a run that is still being
+written sees committed stages only. Outputs that retention removed are listed in the `retired` view,
+and a query that touches a view with removed outputs is told so.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import graph
+from schemas.tables import METRICS_SCHEMA, STATS_SCHEMA, arrays_schema, images_schema, table_schema
+from schemas.tensors import decode_rows
+
+PER_IMAGE_VIEWS = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss", "fc_bwd", "pool_bwd", "relu_bwd")
+GRADIENT_VIEWS = {"fc_bwd_grads": "fc_bwd", "conv_bwd_grads": "conv_bwd"}
+
+
+@dataclass
+class ViewSource:
+    """The committed files behind a view, in groups that share literal columns, and what retention removed."""
+
+    name: str
+    schema: pa.Schema
+    groups: list[tuple[list[str], dict]] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    literals: dict = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[str]:
+        return [f for files, _ in self.groups for f in files]
+
+    def add(self, run, key: str, output: str, literals: dict | None = None) -> None:
+        entry = run.manifest.get(key)
+        if output not in entry["outputs"]:
+            return
+        if output in run.retention.retired_outputs(key):
+            self.retired.append(key)
+        else:
+            self.groups.append(([f["path"] for f in entry["outputs"][output]], literals or {}))
+
+
+def view_sources(run) -> dict[str, ViewSource]:
+    g, cache = run.geometry, run.cache
+    views = {
+        "images": ViewSource("images", images_schema(g)),
+        "stats": ViewSource("stats", STATS_SCHEMA),
+        "testset": ViewSource("testset", table_schema(g, "batches")),
+        "batches": ViewSource("batches", table_schema(g, "batches")),
+        "evaluate": ViewSource("evaluate", table_schema(g, "evaluate")),
+        "params": ViewSource("params", arrays_schema("params")),
+        "velocity": ViewSource("velocity", arrays_schema("velocity")),
+        "metrics": ViewSource("metrics", METRICS_SCHEMA),
+    }
+    for stage in PER_IMAGE_VIEWS:
+        views[stage] = ViewSource(stage, table_schema(g, stage, cache), literals={"stage": stage})
+    for name, stage in GRADIENT_VIEWS.items():
+        views[name] = ViewSource(name, arrays_schema(f"{stage}.grads"), literals={"stage": stage})
+    for key in sorted(run.manifest.keys()):
+        stage, epoch, iteration = graph.parse_key(key)
+        if stage == "ingest":
+            views["images"].add(run, key, "images")
+            views["stats"].add(run, key, "stats")
+        elif stage == "testset":
+            views["testset"].add(run, key, graph.PER_IMAGE)
+        elif stage == "batches":
+            views["batches"].add(run, key, graph.PER_IMAGE)
+        elif stage == "evaluate":
+            views["evaluate"].add(run, key, graph.PER_IMAGE, {"eval_epoch": epoch})
+        elif stage in PER_IMAGE_VIEWS:
+            views[stage].add(run, key, graph.PER_IMAGE)
+        if stage in ("init", "update"):
+            views["params"].add(run, key, "params")
+            views["velocity"].add(run, key, "velocity")
+        if stage in GRADIENT_VIEWS.values():
+            views[f"{stage}_grads"].add(run, key, "grads")
+        views["metrics"].add(run, key, "metrics")
+    return views
+
+
+def run_id(run) -> str:
+    return run.storage.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def register_views(spark, run) -> dict[str, ViewSource]:
+    """Register every view of a run (and the tensor functions) in a SparkSession."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    sources = view_sources(run)
+    for name, src in sources.items():
+        frames = []
+        for files, literals in src.groups:
+            frame = spark.read.option("mergeSchema", "true").parquet(*[run.storage.uri(f) for f in files])
+            frames.append(frame.select(*[F.lit(v).alias(k) for k, v in literals.items()], "*"))
+        if frames:
+            frame = frames[0]
+            for other in frames[1:]:
+                frame = frame.unionByName(other, allowMissingColumns=True)
+        else:
+            frame = spark.createDataFrame([], from_arrow_schema(src.schema))
+        frame = frame.select(F.lit(run_id(run)).alias("run_id"), *[F.lit(v).alias(k) for k, v in src.literals.items()], "*")
+        frame.createOrReplaceTempView(name)
+    manifest_view(spark, run).createOrReplaceTempView("manifest")
+    retired_view(spark, run).createOrReplaceTempView("retired")
+    register_functions(spark)
+    return sources
+
+
+def manifest_view(spark, run):
+    rows = []
+    for key in sorted(run.manifest.keys()):
+        e = run.manifest.get(key)
+        rows.append({"run_id": run_id(run), "key": key, "stage": e["stage"], "epoch": e["epoch"],
+                     "iteration": e["iteration"], "identity": e["identity"], "rows": e.get("rows"),
+                     "bytes": e.get("bytes"), "seconds": e.get("seconds"), "committed_at": e["committed_at"],
+                     "files": sum(len(v) for v in e["outputs"].values()),
+                     "retired": ",".join(sorted(run.retention.retired_outputs(key)))})
+    schema = "run_id string, key string, stage string, epoch int, iteration int, identity string, rows long, " \
+             "bytes long, seconds double, committed_at double, files int, retired string"
+    return spark.createDataFrame(rows, schema)
+
+
+def retired_view(spark, run):
+    rows = [{"key": k, "stage": graph.parse_key(k)[0], "iteration": graph.parse_key(k)[2],
+             "outputs": ",".join(sorted(run.retention.retired_outputs(k)))}
+            for k in sorted(run.manifest.keys()) if run.retention.retired_outputs(k)]
+    return spark.createDataFrame(rows, "key string, stage string, iteration int, outputs string")
+
+
+def retention_notes(run, sources: dict[str, ViewSource], query: str) -> list[str]:
+    """What a query should know about views whose outputs retention removed."""
+    notes = []
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
+    for name, src in sources.items():
+        if name in words and src.retired:
+            kept = "nothing is left" if not src.files else f"{len(src.groups)} committed stage(s) remain"
+            notes.append(f"note: view {name}: the outputs of {len(src.retired)} stage(s) were removed by retention "
+                         f"(run.keep_iterations={run.cfg.run.keep_iterations}; see the `retired` view); {kept}")
+    return notes
+
+
+# tensor functions
+
+
+def _constant(arr: pa.Array):
+    return arr[0].as_py() if len(arr) else None
+
+
+def _rows(col: pa.Array, dtype: pa.Array) -> np.ndarray:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return decode_rows(col, _constant(dtype) or "float32")
+
+
+def _lists(values: np.ndarray, value_type) -> pa.Array:
+    n, width = values.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), type=value_type))
+
+
+def _ragged_lists(col: pa.Array, dtype: str) -> pa.Array:
+    """Binary values of any lengths -> list<double> arrays, one per row, without a Python loop."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    element = np.dtype(dtype).newbyteorder("<")
+    offset_type = np.int64 if col.type == pa.large_binary() else np.int32
+    _, offsets_buf, data_buf = col.buffers()
+    offsets = np.frombuffer(offsets_buf, offset_type)[col.offset: col.offset + len(col) + 1]
+    values = np.frombuffer(data_buf, np.uint8)[offsets[0]: offsets[-1]].view(element).astype(np.float64)
+    starts = ((offsets - offsets[0]) // element.itemsize).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(starts), pa.array(values))
+
+
+def _channel(rows: np.ndarray, channels: pa.Array, channel: pa.Array) -> np.ndarray:
+    """Each row's values of its own channel (the channel may differ per row)."""
+    per_row = rows.reshape(rows.shape[0], -1, int(_constant(channels)))
+    index = np.asarray(channel.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return per_row[np.arange(rows.shape[0])[:, None], np.arange(per_row.shape[1])[None, :], index[:, None]]
+
+
+def _histogram(values: np.ndarray, bins: pa.Array, lo: pa.Array, hi: pa.Array) -> np.ndarray:
+    n_bins, low, high = int(_constant(bins)), float(_constant(lo)), float(_constant(hi))
+    index = np.clip(((values - low) / (high - low) * n_bins).astype(np.int64), 0, n_bins - 1)
+    index += np.arange(values.shape[0])[:, None] * n_bins
+    return np.bincount(index.reshape(-1), minlength=values.shape[0] * n_bins).reshape(values.shape[0], n_bins)
+
+
+def register_functions(spark) -> None:
+    """SQL functions that decode stored tensors, vectorised over Arrow batches:
+    tensor_array(col, dtype), tensor_element(col, dtype, index), tensor_channel_mean(col, dtype, channels, c),
+    tensor_channel_zeros(col, dtype, channels, c), tensor_histogram(col, dtype, bins, lo, hi),
+    tensor_channel_histogram(col, dtype, channels, c, bins, lo, hi). Channels are the last axis (NHWC)."""
+    from pyspark.sql.functions import arrow_udf
+
+    @arrow_udf("array<double>")
+    def tensor_array(col: pa.Array, dtype: pa.Array) -> pa.Array:
+        return _ragged_lists(col, _constant(dtype) or "float32")
+
+    @arrow_udf("double")
+    def tensor_element(col: pa.Array, dtype: pa.Array, index: pa.Array) -> pa.Array:
+        rows = _rows(col, dtype)
+        at = np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return pa.array(rows[np.arange(rows.shape[0]), at].astype(np.float64))
+
+    @arrow_udf("double")
+    def tensor_channel_mean(col: pa.Array, dtype: pa.Array, channels: pa.Array, channel: pa.Array) -> pa.Array:
+        return pa.array(_channel(_rows(col, dtype), channels, channel).mean(axis=1, dtype=np.float64))
+
+    @arrow_udf("double")
+    def tensor_channel_zeros(col: pa.Array, dtype: pa.Array, channels: pa.Array, channel: pa.Array) -> pa.Array:
+        return pa.array((_channel(_rows(col, dtype), channels, channel) == 0).mean(axis=1))
+
+    @arrow_udf("array<bigint>")
+    def tensor_histogram(col: pa.Array, dtype: pa.Array, bins: pa.Array, lo: pa.Array, hi: pa.Array) -> pa.Array:
+        return _lists(_histogram(_rows(col, dtype), bins, lo, hi), pa.int64())
+
+    @arrow_udf("array<bigint>")
+    def tensor_channel_histogram(col: pa.Array, dtype: pa.Array, channels: pa.Array, channel: pa.Array,
+                                 bins: pa.Array, lo: pa.Array, hi: pa.Array) -> pa.Array:
+        values = _channel(_rows(col, dtype), channels, channel)
+        return _lists(_histogram(values, bins, lo, hi), pa.int64())
+
+    for fn in (tensor_array, tensor_element, tensor_channel_mean, tensor_channel_zeros, tensor_histogram,
+               tensor_channel_histogram):
+        spark.udf.register(fn.__name__, fn)
+
+
+# output
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        shown = ", ".join(_cell(v) for v in value[:8])
+        return f"[{shown}{', ...' if len(value) > 8 else ''}]"
+    return str(value)
+
+
+def aligned(table: pa.Table) -> str:
+    """A result as an aligned text table."""
+    names = table.column_names
+    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+    fmt = lambda cells: " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric))
+    lines = [fmt(names), "-+-".join("-" * w for w in widths), *(fmt(r) for r in rows)]
+    return "\n".join(lines) + f"\n({table.num_rows} row{'s' if table.num_rows != 1 else ''})"
+
+
+def render(table: pa.Table, fmt: str) -> str:
+    """csv or json (one object per line) text of a result."""
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(table.column_names)
+        for row in table.to_pylist():
+            writer.writerow([_cell(v) if isinstance(v, (bytes, list)) else v for v in row.values()])
+        return out.getvalue()
+    return "".join(json.dumps({k: (_cell(v) if isinstance(v, bytes) else v) for k, v in row.items()}) + "\n"
+                   for row in table.to_pylist())
+
+
+def views_sql(run, relative_to: str | None = None) -> str:
+    """CREATE TEMPORARY VIEW statements that register the run's views in a plain spark-sql shell."""
+    sources = view_sources(run)
+    lines = [f"-- Views of run {run_id(run)} ({run.storage.url}), generated by `sparkcnn sql --views-sql`.",
+             "-- Run in spark-sql: spark-sql -f views.sql -i ... ; the tensor functions need `sparkcnn sql`,",
+             "-- the summary columns (<tensor>_mean, _std, _min, _max, _l2, _zeros) work everywhere.", ""]
+    for name, src in sources.items():
+        selects = []
+        for files, literals in src.groups:
+            extra = "".join(f"{_sql_literal(v)} AS {k}, " for k, v in {**src.literals, **literals}.items())
+            for f in files:
+                path = run.storage.uri(f)
+                if relative_to and path.startswith(relative_to):
+                    path = path[len(relative_to):].lstrip("/")
+                selects.append(f"SELECT '{run_id(run)}' AS run_id, {extra}* FROM parquet.`{path}`")
+        if selects:
+            lines.append(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS\n  " + "\n  UNION ALL ".join(selects) + ";")
+        else:
+            lines.append(f"-- {name}: no committed files" + (" (removed by retention)" if src.retired else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _sql_literal(value) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
