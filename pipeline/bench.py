@@ -183,6 +183,24 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
                per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage)
 
 
+def epoch_memory(spark, cfg: Config, sizes: list[int], work: Path) -> list[dict]:
+    """Peak memory of the driver (Python and JVM) over a whole epoch of each size, in fused mode."""
+    jvm = spark.sparkContext._gateway.proc.pid if spark.sparkContext._gateway.proc else os.getpid()
+    results = []
+    for images in sizes:
+        overrides = ["run.mode='fused'", f"train.images={images}", "train.epochs=1", f'run.root="{work / f"epoch-{images}"}"']
+        run = Run(config.from_dict(config.apply_overrides(cfg.to_dict(), overrides)))
+        run.save_config()
+        run.train(spark, 1)
+        with PeakMemory(os.getpid(), jvm) as peak:
+            run.train(spark)
+        results.append({"images": images, "iterations": run.iterations_done(),
+                        "driver_peak_mb": peak.peaks[0], "jvm_peak_mb": peak.peaks[1]})
+        print(f"epoch of {images} images: driver peak {peak.peaks[0]:.0f} MB (Python), {peak.peaks[1]:.0f} MB (JVM)",
+              flush=True)
+    return results
+
+
 def table(rows: list[Row], reference: Row | None) -> str:
     head = f"{'mode':<28}{'images':>7}{'forward s':>11}{'backward s':>11}{'update s':>10}{'total s':>9}" \
            f"{'x pytorch':>10}{'MB written':>11}{'driver MB':>10}"
@@ -235,15 +253,16 @@ def cache_table(variants: list[Row]) -> str:
 
 
 def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Path, torch: bool = True,
-              hdfs_root: str | None = None, cache_variants: bool = True) -> dict:
+              hdfs_root: str | None = None, cache_variants: bool = True, epoch_sizes: list[int] = ()) -> dict:
     from pipeline.spark import session
 
     out.mkdir(parents=True, exist_ok=True)
     work = out / "runs"
     x, labels, g = load_batch(cfg, images)
     available = ingest_count(cfg)
-    skipped = [n for n in scaling if n > available]
+    skipped = [n for n in [*scaling, *epoch_sizes] if n > available]
     scaling = [n for n in scaling if n <= available]
+    epoch_sizes = [n for n in epoch_sizes if n <= available]
     rows = []
     torch_cpu = bench_torch(cfg, x[:images], labels[:images], g, repeat, "cpu") if torch else None
     for r in (torch_cpu, bench_torch(cfg, x[:images], labels[:images], g, repeat, "cuda") if torch else None):
@@ -277,11 +296,13 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
             row.name = name
             variants.append(row)
             print(f"cache policy {name:<26} {row.total:8.3f} s {row.bytes_written / 1e6:9.1f} MB written", flush=True)
+    epochs = epoch_memory(spark, cfg, epoch_sizes, work) if epoch_sizes else []
     by_name = {r.name: r for r in rows}
     result = {
         "images": images, "repeat": repeat, "rows": [r.__dict__ | {"total": r.total} for r in rows],
         "scaling": [r.__dict__ | {"total": r.total} for r in scaled],
         "cache_policies": [r.__dict__ | {"total": r.total} for r in variants],
+        "epoch_memory": epochs,
         "ratios": {
             "to_pytorch_cpu": {r.name: r.total / torch_cpu.total for r in rows} if torch_cpu else None,
             "staged_to_memory": by_name["staged"].total / by_name["memory"].total,
@@ -298,7 +319,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     if variants:
         print("\ncache policies (staged mode):\n" + cache_table(variants))
     if skipped:
-        print(f"scaling sizes {skipped} skipped: the data has only {available} training images")
+        print(f"sizes {skipped} skipped: the data has only {available} training images")
     if not torch_cpu:
         print("PyTorch is not installed (pip install 'sparkcnn[torch]'), so there are no ratios to it")
     print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")

@@ -73,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench", help="folder for bench.json, bench.png and scratch runs")
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     bench.add_argument("--no-cache-policies", action="store_true", help="skip the table of cache policies")
+    bench.add_argument("--epoch-images", default="5000,50000",
+                       help="driver memory over one epoch of each size (sizes beyond the data are skipped)")
     bench.add_argument("--run-root", dest="hdfs_root", help="also time staged mode on this run root (e.g. hdfs://...)")
     sql = sub.add_parser("sql", help="query a run's tables with Spark SQL (no query: an interactive prompt)")
     sql.add_argument("query", nargs="?", help="a SQL query; without it, an interactive prompt opens")
@@ -183,8 +185,9 @@ def cmd_bench(args, run) -> int:
 
     cfg = config.load(args.config, [*args.overrides, *([f"data.path={_toml(args.data)}"] if args.data else [])])
     scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
+    epochs = [int(n) for n in args.epoch_images.split(",") if n.strip()]
     bench.run_bench(cfg, args.images, scaling, args.repeat, Path(args.out), not args.no_torch, args.hdfs_root,
-                    not args.no_cache_policies)
+                    not args.no_cache_policies, epochs)
     return 0
 
 

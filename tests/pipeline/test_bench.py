@@ -12,10 +12,12 @@ pytestmark = pytest.mark.slow
 def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--images", "200", "--scaling", "100,200,9999", "--repeat", "1", "--no-torch",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--epoch-images", "300,60000"]) == 0
     printed = capsys.readouterr().out
     assert "staged / memory:" in printed and "seconds per stage and iteration" in printed
-    assert "scaling sizes [9999] skipped" in printed
+    assert "sizes [9999, 60000] skipped" in printed
+    (epoch,) = json.loads((out / "bench.json").read_text())["epoch_memory"]
+    assert epoch["images"] == 300 and epoch["iterations"] == 1 and epoch["driver_peak_mb"] > 0
     result = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in result["rows"]]
     assert names == ["numpy (1 process)", "staged", "memory", "fused"]
