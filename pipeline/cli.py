@@ -14,6 +14,7 @@ from pipeline import graph
 from pipeline.config import ConfigError
 from pipeline.ingest import DataError
 from pipeline.lock import LockHeld, RunLock
+from pipeline.progress import Progress
 from pipeline.run import Run, RunError, failure_reason
 
 FLAG_KEYS = {
@@ -40,6 +41,7 @@ def _add_config_flags(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--batch-size", type=int)
         p.add_argument("--seed", type=int)
     p.add_argument("--iterations", type=int, help="stop after N iterations")
+    p.add_argument("--verbose", action="store_true", help="show Spark's own log and progress output")
     p.add_argument("--partitions", type=int)
     p.add_argument("--mode", choices=("staged", "memory", "fused"), help="execution mode (results do not change)")
     p.add_argument("--inspect-every", type=int, metavar="N", help="fused mode: write every N-th iteration's stage outputs")
@@ -82,6 +84,16 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     sql.add_argument("--out", help="write the result to this file (needed for parquet)")
     sql.add_argument("--views-sql", metavar="FILE", help="write CREATE VIEW statements for a plain spark-sql shell")
+    report = sub.add_parser("report", help="an HTML page with PNG charts made from the run's tables")
+    report.add_argument("--run-root")
+    report.add_argument("--out", required=True, help="folder for report.html and its charts")
+    evaluate = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
+    predict = sub.add_parser("predict", help="classify PNG or JPEG files")
+    for p in (evaluate, predict):
+        p.add_argument("--run-root")
+        p.add_argument("--checkpoint", help="an exported .npz (default: the run's parameters)")
+        p.add_argument("--iteration", type=int, help="the run's parameters after N iterations (default: latest)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
     gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
     gc.add_argument("--run-root")
     export = sub.add_parser("export", help="write parameters as named numpy arrays (.npz)")
@@ -149,7 +161,12 @@ def cmd_train(args, run: Run) -> int:
         run.save_config()
         print(f"run root {run.storage.url}", flush=True)
         prepare(run)
-        run.train(session(run.cfg), run.cfg.run.iterations, on_stage=print_stage)
+        progress = Progress(run)
+        try:
+            run.train(session(run.cfg, verbose=args.verbose), run.cfg.run.iterations,
+                      on_stage=progress.after, before_stage=progress.before)
+        finally:
+            progress.close()
     report_status(run)
     return 0
 
@@ -176,7 +193,7 @@ def cmd_stage(args, run: Run) -> int:
     if key not in run.plan():
         raise RunError(f"stage {key} is not part of this run's plan")
     with RunLock(run.storage):
-        print_stage(run, run.run_stage(session(run.cfg), key))
+        print_stage(run, run.run_stage(session(run.cfg, verbose=args.verbose), key))
     return 0
 
 
@@ -269,6 +286,38 @@ def sql_prompt(spark, run: Run, sources) -> int:
     return 0
 
 
+def cmd_report(args, run: Run) -> int:
+    from pipeline.report import write_report
+
+    figures = write_report(run, Path(args.out))
+    accuracy = figures["curves"]["test_accuracy"]
+    print(f"wrote {Path(args.out) / 'report.html'} and its charts"
+          + (f"; last test accuracy {accuracy[max(accuracy)]:.4f}" if accuracy else ""))
+    return 0
+
+
+def cmd_evaluate(args, run: Run) -> int:
+    from pipeline.predict import evaluate, load_checkpoint
+
+    source, params = load_checkpoint(run, args.checkpoint, args.iteration)
+    result = evaluate(run, params)
+    print(f"{source}: test accuracy {result['accuracy']:.4f} on {result['images']} images")
+    return 0
+
+
+def cmd_predict(args, run: Run) -> int:
+    from pipeline.ingest import CLASSES
+    from pipeline.predict import load_checkpoint, load_image, predict_arrays
+
+    _, params = load_checkpoint(run, args.checkpoint, args.iteration)
+    size = run.geometry.image[:2]
+    pixels = np.stack([load_image(path, size) for path in args.images])
+    for path, probs in zip(args.images, predict_arrays(run, params, pixels)):
+        best = int(probs.argmax())
+        print(f"{path}: {CLASSES[best]} {probs[best]:.4f}")
+    return 0
+
+
 def cmd_gc(args, run: Run) -> int:
     with RunLock(run.storage):
         done = run.retention.collect()
@@ -279,18 +328,18 @@ def cmd_gc(args, run: Run) -> int:
 
 
 def report_status(run: Run) -> None:
-    keys = set(run.manifest.keys())
-    plan = run.plan()
-    done = [k for k in plan if k in keys]
-    print(f"run root {run.storage.url}")
-    print(f"committed {len(done)} of {len(plan)} planned stages")
+    print(f"run root {run.storage.url} (mode {run.cfg.run.mode})")
+    if run.manifest.committed("ingest"):
+        sched = run.schedule()
+        print(f"iterations done {run.iterations_done()} of {sched.total_iterations} "
+              f"({sched.epochs} epochs of {sched.iterations_per_epoch})")
     metrics = run.metrics().to_pylist()
     train = sorted((m for m in metrics if m["kind"] == "train"), key=lambda m: m["iteration"])
     if train:
         last = train[-1]
-        print(f"iterations done {len(train)}; last train loss {last['loss']:.4f} (iteration {last['iteration']})")
+        print(f"last train loss {last['loss']:.4f} (iteration {last['iteration']})")
     for m in sorted((m for m in metrics if m["kind"] == "eval"), key=lambda m: m["epoch"]):
-        print(f"epoch {m['epoch']}: test loss {m['loss']:.4f}, test accuracy {m['accuracy']:.4f}")
+        print(f"epoch {m['epoch'] + 1}: test loss {m['loss']:.4f}, test accuracy {m['accuracy']:.4f}")
     nxt = run.next_stage()
     print(f"next stage: {nxt}" if nxt else "complete: every planned stage is committed")
 
@@ -328,7 +377,8 @@ def cmd_export(args, run: Run) -> int:
 
 
 COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export,
-            "gc": cmd_gc, "bench": cmd_bench, "sql": cmd_sql}
+            "gc": cmd_gc, "bench": cmd_bench, "sql": cmd_sql, "report": cmd_report, "evaluate": cmd_evaluate,
+            "predict": cmd_predict}
 WRITERS = ("train", "resume", "stage")
 
 

@@ -17,6 +17,7 @@ from stages.geometry import Geometry
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 RECORD_BYTES = 3072
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class DataError(ValueError):

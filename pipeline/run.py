@@ -152,12 +152,15 @@ class Run:
 
     # running
 
-    def train(self, spark, iterations: int = 0, on_stage=None) -> list[StageOutcome]:
-        """Run every uncommitted stage in order; stop before iteration `iterations` when given."""
+    def train(self, spark, iterations: int = 0, on_stage=None, before_stage=None) -> list[StageOutcome]:
+        """Run every uncommitted stage in order; stop before iteration `iterations` when given.
+        before_stage(run, key) and on_stage(run, outcome) are called around each stage."""
         outcomes = []
         while (key := self.next_stage()) is not None:
             if iterations and key not in graph.SETUP_STAGES and self.schedule().first_iteration_needing(key) > iterations:
                 break
+            if before_stage:
+                before_stage(self, key)
             outcomes.append(self.run_stage(spark, key))
             if on_stage:
                 on_stage(self, outcomes[-1])
@@ -513,9 +516,10 @@ class Run:
         else:
             rows = self._stage_metric_rows([graph.iteration_key(t, s) for s in graph.ITERATION_STAGES], entry)
             totals = _totals(self.manifest.get(graph.iteration_key(t, "loss"))["values"])
+        mode = self.cfg.run.mode if "stage_seconds" in entry else "staged"
         for row in rows:
-            row["epoch"] = epoch
-        rows.append({"kind": "train", "stage": "loss", "epoch": epoch, "iteration": t,
+            row.update(epoch=epoch, mode=mode)
+        rows.append({"kind": "train", "mode": mode, "stage": "loss", "epoch": epoch, "iteration": t,
                      "seconds": sum(r["seconds"] for r in rows), "rows": totals["count"],
                      "bytes": sum(r["bytes"] for r in rows), "loss": totals["loss_sum"] / totals["count"],
                      "accuracy": totals["correct"] / totals["count"]})
@@ -523,7 +527,7 @@ class Run:
 
     def _write_eval_metrics(self, entry: dict, epoch: int) -> None:
         totals = _totals(entry["values"])
-        rows = [{"kind": "eval", "stage": "evaluate", "epoch": epoch, "iteration": None,
+        rows = [{"kind": "eval", "mode": self.cfg.run.mode, "stage": "evaluate", "epoch": epoch, "iteration": None,
                  "seconds": entry["seconds"], "rows": totals["count"], "bytes": entry["bytes"],
                  "loss": totals["loss_sum"] / totals["count"], "accuracy": totals["correct"] / totals["count"]}]
         self._attach_metrics(entry, f"metrics/e{epoch:04d}", rows)

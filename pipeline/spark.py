@@ -9,8 +9,9 @@ from pipeline.config import REPO_CONF, Config
 LOG_CONFIG = REPO_CONF / "log4j2.properties"
 
 
-def session(cfg: Config, app_name: str = "sparkcnn"):
-    """Get or create the SparkSession for a config; executors run this interpreter."""
+def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool = False):
+    """Get or create the SparkSession for a config; executors run this interpreter. Spark's own
+    console output (log4j, stage progress bars) is quiet unless verbose."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -21,7 +22,7 @@ def session(cfg: Config, app_name: str = "sparkcnn"):
     builder = SparkSession.builder.master(cfg.spark.master).appName(app_name)
     settings = {
         "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.showConsoleProgress": str(verbose).lower(),
         "spark.sql.shuffle.partitions": str(cfg.spark.partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": "6g",
@@ -32,5 +33,5 @@ def session(cfg: Config, app_name: str = "sparkcnn"):
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel("INFO" if verbose else "ERROR")
     return spark

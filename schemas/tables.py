@@ -54,6 +54,7 @@ ARRAYS_FIELDS = (
 METRICS_SCHEMA = pa.schema(
     [
         pa.field("kind", pa.string(), nullable=False),
+        pa.field("mode", pa.string()),
         pa.field("stage", pa.string()),
         pa.field("epoch", pa.int32()),
         pa.field("iteration", pa.int32()),

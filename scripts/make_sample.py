@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES, read_batches
+from pipeline.ingest import CLASSES, TEST_BATCH, TRAIN_BATCHES, read_batches
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,8 +46,6 @@ def main() -> None:
             tar.addfile(info, io.BytesIO(payload))
     print(f"wrote {args.out}: {Path(args.out).stat().st_size} bytes")
 
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 if __name__ == "__main__":
     main()

@@ -153,7 +153,7 @@ def test_cli_trains_evaluates_reports_and_exports(spark, tmp_path, capsys):
     flags = ["--run-root", str(root), "--set", "train.shard_size=250", "--partitions", "2", "--set", "run.checkpoint_every=1"]
     assert main(["train", *flags, "--epochs", "1", "--batch-size", "500"]) == 0
     out = capsys.readouterr().out
-    assert "eval.e0000" in out and "complete: every planned stage is committed" in out
+    assert "epoch 1: test loss" in out and "complete: every planned stage is committed" in out
     run = Run.open(str(root))
     metrics = run.metrics().to_pylist()
     evals = [m for m in metrics if m["kind"] == "eval"]

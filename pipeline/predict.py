@@ -1,0 +1,66 @@
+"""Using a trained network: test accuracy of a checkpoint, and classes of image files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.run import Run, RunError
+from schemas.tensors import decode_column
+from stages import conv, network
+
+
+def load_checkpoint(run: Run, checkpoint: str | None, iteration: int | None) -> tuple[str, dict]:
+    """Parameters from an exported .npz, or from the run at an iteration (default: the latest)."""
+    if checkpoint and checkpoint.endswith(".npz"):
+        with np.load(checkpoint) as data:
+            params = {k: data[k] for k in data.files}
+        missing = sorted(set(run.geometry.param_shapes) - set(params))
+        if missing:
+            raise RunError(f"{checkpoint}: not a checkpoint of this network (missing {', '.join(missing)})")
+        return checkpoint, params
+    done, params = run.latest_params(iteration)
+    return f"{run.storage.url} after {done} iterations", params
+
+
+def predict_arrays(run: Run, params: dict, pixels: np.ndarray, chunk: int = 500) -> np.ndarray:
+    """Class probabilities (N, classes) for uint8 images (N, H, W, C), normalised as in training."""
+    ctx = run.context(params)
+    probs = []
+    for start in range(0, pixels.shape[0], chunk):
+        x = conv.normalize(pixels[start: start + chunk], ctx.mean, ctx.std)
+        labels = np.zeros(x.shape[0], np.int64)
+        probs.append(network.forward(x, labels, ctx)[1][-1]["probs"])
+    return np.concatenate(probs) if probs else np.empty((0, run.geometry.classes), np.float32)
+
+
+def read_test_split(run: Run):
+    """image ids, labels and pixels of the run's test split, in order."""
+    tables = [run.storage.read_parquet(f["path"]) for f in run.manifest.files("testset", "out")]
+    ids = np.concatenate([t.column("image_id").to_numpy() for t in tables])
+    labels = np.concatenate([t.column("label").to_numpy() for t in tables])
+    pixels = np.concatenate([decode_column(t, "pixels") for t in tables])
+    return ids, labels, pixels
+
+
+def evaluate(run: Run, params: dict) -> dict:
+    ids, labels, pixels = read_test_split(run)
+    predicted = predict_arrays(run, params, pixels).argmax(axis=1)
+    return {"accuracy": float((predicted == labels).mean()), "images": int(labels.size),
+            "image_id": ids, "label": labels, "predicted": predicted}
+
+
+def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """A PNG or JPEG file as uint8 RGB (H, W, 3), resized to `size` (height, width) when needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+            if rgb.size != (size[1], size[0]):
+                rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise RunError(f"{path}: not a readable image ({e})") from None

@@ -1,0 +1,89 @@
+"""What a person sees while training: a live status line on a terminal, plain log lines otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+
+from pipeline import graph
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Stage callbacks for Run.train: a live line (epoch, iteration, stage, loss, images/s, time left)
+    redrawn in place on a terminal; one log line per iteration and evaluation when output is not one."""
+
+    def __init__(self, run, stream=None, live: bool | None = None):
+        self.run, self.stream = run, stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.started = time.monotonic()
+        self.iteration_times: list[float] = []
+        self.last_iteration_end = self.started
+        self.loss = None
+        self.images = 0
+
+    def _schedule(self):
+        return self.run.schedule() if self.run.manifest.committed("ingest") else None
+
+    def status(self, key: str) -> str:
+        sched = self._schedule()
+        stage, epoch, iteration = graph.parse_key(key)
+        parts = []
+        if sched:
+            done = self.run.iterations_done()
+            parts.append(f"epoch {sched.epoch_of(min(done, sched.total_iterations - 1)) + 1}/{sched.epochs}")
+            parts.append(f"iteration {done}/{sched.total_iterations}")
+        parts.append(f"stage {key}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        if self.iteration_times:
+            recent = self.iteration_times[-20:]
+            per_iteration = sum(recent) / len(recent)
+            if sched:
+                parts.append(f"{sched.batch_size / per_iteration:,.0f} img/s")
+                left = (sched.total_iterations - self.run.iterations_done()) * per_iteration
+                parts.append(f"left {_clock(left)}")
+        return " | ".join(parts)
+
+    def before(self, run, key: str) -> None:
+        if graph.parse_key(key)[0] == run.iteration_stages()[0]:
+            self.last_iteration_end = time.monotonic()
+        if self.live:
+            self.stream.write("\r\x1b[2K" + self.status(key))
+            self.stream.flush()
+
+    def after(self, run, outcome) -> None:
+        stage, epoch, iteration = graph.parse_key(outcome.key)
+        values = run.manifest.get(outcome.key)["values"]
+        if stage in ("loss", "update") and values and all("loss_sum" in v for v in values.values()):
+            parts = [values[p] for p in sorted(values)]
+            self.loss = sum(v["loss_sum"] for v in parts) / sum(v["count"] for v in parts)
+        if stage == "update":
+            now = time.monotonic()
+            self.iteration_times.append(now - self.last_iteration_end)
+            self.last_iteration_end = now
+        line = self._line(outcome, stage, epoch, iteration, values)
+        if line:
+            self.stream.write(("\r\x1b[2K" if self.live else "") + line + "\n")
+            self.stream.flush()
+
+    def _line(self, outcome, stage, epoch, iteration, values) -> str | None:
+        stamp = time.strftime("%H:%M:%S")
+        if stage == "evaluate":
+            parts = [values[p] for p in sorted(values)]
+            count = sum(v["count"] for v in parts)
+            return (f"{stamp} epoch {epoch + 1}: test loss {sum(v['loss_sum'] for v in parts) / count:.4f}, "
+                    f"test accuracy {sum(v['correct'] for v in parts) / count:.4f}")
+        if stage == "update" and not self.live:
+            return f"{stamp} {self.status(outcome.key).replace(' | stage ' + outcome.key, '')}"
+        if stage in graph.SETUP_STAGES or stage == "batches":
+            return f"{stamp} {outcome.key} committed ({outcome.seconds:.1f} s, {outcome.bytes / 1e6:.1f} MB)"
+        return None
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
