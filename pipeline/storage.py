@@ -64,7 +64,10 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole file, replacing any old one only once the new content is complete."""
         tmp = self._write_temp(rel, data)
-        self.fs.mv(tmp, self.path(rel))
+        if self.local:
+            os.replace(tmp, self.path(rel))
+        else:
+            self.fs.mv(tmp, self.path(rel), overwrite=True)
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create a file with this content unless it exists; True when this call created it."""
@@ -76,9 +79,12 @@ class Storage:
                     return True
                 except FileExistsError:
                     return False
-            if self.exists(rel):
-                return False
-            self.fs.mv(tmp, self.path(rel))
+            try:
+                self.fs.mv(tmp, self.path(rel))  # HDFS renames refuse an existing target: atomic
+            except Exception:
+                if self.exists(rel):
+                    return False
+                raise
             return True
         finally:
             if self.fs.exists(tmp):

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A real Spark standalone cluster on this machine, from the pyspark wheel's own jars:
+#   scripts/spark-cluster.sh start [DIR]   a master on spark://127.0.0.1:PORT and two workers (1 core each)
+#   scripts/spark-cluster.sh stop [DIR]    stop them (DIR holds logs and pids; default /tmp/sparkcnn-spark)
+# PORT is SPARKCNN_SPARK_PORT (default 7077); workers get SPARKCNN_WORKER_MEMORY (default 3g) each.
+set -euo pipefail
+action="${1:-start}"
+dir="${2:-/tmp/sparkcnn-spark}"
+port="${SPARKCNN_SPARK_PORT:-7077}"
+python="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
+spark_home="$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+export SPARK_HOME="$spark_home" SPARK_LOCAL_IP=127.0.0.1 SPARK_LOG_DIR="$dir/logs" SPARK_WORKER_DIR="$dir/work"
+
+daemon() {  # daemon NAME CLASS ARGS...
+  local name="$1"; shift
+  nohup java -Xmx512m -cp "$spark_home/jars/*" "$@" > "$dir/logs/$name.log" 2>&1 &
+  echo $! > "$dir/pids/$name"
+}
+
+start() {
+  mkdir -p "$dir/logs" "$dir/pids" "$dir/work"
+  daemon master org.apache.spark.deploy.master.Master --host 127.0.0.1 --port "$port" --webui-port $((port + 1003))
+  for n in 1 2; do
+    daemon "worker$n" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 --cores 1 \
+      --memory "${SPARKCNN_WORKER_MEMORY:-3g}" --webui-port $((port + 1003 + n)) --work-dir "$dir/work" \
+      "spark://127.0.0.1:$port"
+  done
+  for _ in $(seq 60); do
+    if [ "$(grep -c "Registering worker" "$dir/logs/master.log" 2>/dev/null || true)" -ge 2 ]; then
+      echo "Spark up: spark://127.0.0.1:$port (2 workers)"
+      return 0
+    fi
+    sleep 1
+  done
+  echo "the Spark cluster did not come up; see $dir/logs" >&2
+  return 1
+}
+
+stop() {
+  for name in worker1 worker2 master; do
+    local pidfile="$dir/pids/$name"
+    if [ -f "$pidfile" ]; then
+      kill "$(cat "$pidfile")" 2>/dev/null || true
+      for _ in $(seq 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+      kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+      rm -f "$pidfile"
+    fi
+  done
+  echo "Spark cluster stopped"
+}
+
+case "$action" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: scripts/spark-cluster.sh start|stop [DIR]" >&2; exit 2 ;;
+esac
