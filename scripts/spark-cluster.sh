@@ -9,7 +9,7 @@ dir="${2:-/tmp/sparkcnn-spark}"
 port="${SPARKCNN_SPARK_PORT:-7077}"
 python="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
 spark_home="$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
-export SPARK_HOME="$spark_home" SPARK_LOCAL_IP=127.0.0.1 SPARK_LOG_DIR="$dir/logs" SPARK_WORKER_DIR="$dir/work"
+export SPARK_HOME="$spark_home" SPARK_SCALA_VERSION=2.13 SPARK_LOCAL_IP=127.0.0.1 SPARK_LOG_DIR="$dir/logs" SPARK_WORKER_DIR="$dir/work"
 
 daemon() {  # daemon NAME CLASS ARGS...
   local name="$1"; shift

@@ -1,0 +1,116 @@
+"""Against a real HDFS (NameNode + 2 DataNodes) and a real Spark standalone cluster, both started by
+the project's scripts: no mocks."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, faults, graph, sql
+from pipeline.run import Run
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+HDFS_PORT, SPARK_PORT = 19820, 17077
+HDFS = f"hdfs://127.0.0.1:{HDFS_PORT}"
+CLUSTER = f"spark://127.0.0.1:{SPARK_PORT}"
+SETTINGS = ["train.batch_size=200", "train.shard_size=50", "train.epochs=1", "run.keep_iterations=5"]
+ITERATIONS = 2
+
+
+def script(name: str, *args: str, env: dict) -> None:
+    done = subprocess.run([str(REPO / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{name} {args}: {done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    base = tmp_path_factory.mktemp("services")
+    env = {**os.environ, "SPARKCNN_HDFS_PORT": str(HDFS_PORT), "SPARKCNN_SPARK_PORT": str(SPARK_PORT),
+           "SPARKCNN_WORKER_MEMORY": "2g", "PYTHON": sys.executable}
+    dirs = {"hdfs": str(base / "hdfs"), "spark": str(base / "spark")}
+    script("hdfs.sh", "start", dirs["hdfs"], env=env)
+    try:
+        script("spark-cluster.sh", "start", dirs["spark"], env=env)
+        yield {"env": env, **dirs}
+    finally:
+        subprocess.run([str(REPO / "scripts/spark-cluster.sh"), "stop", dirs["spark"]], env=env, capture_output=True)
+        subprocess.run([str(REPO / "scripts/hdfs.sh"), "stop", dirs["hdfs"]], env=env, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def local_reference(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("local") / "run"
+    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
+    run.save_config()
+    run.train(spark, ITERATIONS + 1)
+    return run
+
+
+def sparkcnn(*args: str, failpoints: str = "", marker: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, faults.ENV: failpoints, faults.MARKER_ENV: str(marker or ""), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ok(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"{out}\n{err}"
+    return out
+
+
+def train_args(root: str, *extra: str) -> list[str]:
+    return ["train", "--run-root", root, "--iterations", str(ITERATIONS),
+            *[a for s in SETTINGS for a in ("--set", s)], *extra]
+
+
+def assert_same_params(run: Run, reference: Run, iteration: int = ITERATIONS) -> None:
+    got, want = run.params_at(iteration), reference.params_at(iteration)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_cluster_on_hdfs_equals_local(services, local_reference):
+    root = f"{HDFS}/runs/cluster"
+    ok(sparkcnn(*train_args(root, "--set", f'spark.master="{CLUSTER}"')))
+    run = Run.open(root)
+    assert run.storage.url == root and run.manifest.committed(graph.iteration_key(1, "update"))
+    assert_same_params(run, local_reference)
+    assert not run.verify()
+
+
+def test_sql_on_hdfs(services, spark, local_reference):
+    root = f"{HDFS}/runs/cluster"
+    run = Run.open(root)
+    sql.register_views(spark, run)
+    count = spark.sql("SELECT COUNT(*) FROM conv_fwd WHERE iteration = 1").first()[0]
+    assert count == 200
+    proc = sparkcnn("sql", "--run-root", root, "--format", "csv",
+                    "SELECT iteration, ROUND(AVG(loss), 6) AS loss FROM loss GROUP BY iteration ORDER BY iteration")
+    lines = ok(proc).strip().splitlines()
+    assert lines[0] == "iteration,loss" and [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
+
+
+def test_driver_killed_mid_stage_on_hdfs_then_resume(services, local_reference, tmp_path):
+    root = f"{HDFS}/runs/killed"
+    marker = tmp_path / "paused"
+    key = graph.iteration_key(1, "pool_bwd")
+    proc = sparkcnn(*train_args(root), failpoints=f"in-task:{key}=pause", marker=marker)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "failpoint never reached"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = Run.open(root)
+    assert not run.manifest.committed(key) and run.retention.orphans()
+    ok(sparkcnn("resume", "--run-root", root))
+    assert_same_params(Run.open(root), local_reference)
