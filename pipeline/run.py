@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,20 @@ def failure_reason(error: BaseException) -> str:
 
 
 def resolve_data_path(path: str) -> str:
-    return path or str(SAMPLE_DATA)
+    """The data to ingest: the given path, else the embedded sample (copied out of a zipped package)."""
+    if path:
+        return path
+    if SAMPLE_DATA.exists():
+        return str(SAMPLE_DATA)
+    from importlib import resources
+
+    data = resources.files("pipeline").joinpath("sample", SAMPLE_DATA.name).read_bytes()
+    copy = Path(tempfile.gettempdir()) / f"sparkcnn-{hashlib.sha256(data).hexdigest()[:12]}-{SAMPLE_DATA.name}"
+    if not copy.exists():
+        tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, copy)
+    return str(copy)
 
 
 @dataclass

@@ -114,3 +114,12 @@ def test_driver_killed_mid_stage_on_hdfs_then_resume(services, local_reference, 
     assert not run.manifest.committed(key) and run.retention.orphans()
     ok(sparkcnn("resume", "--run-root", root))
     assert_same_params(Run.open(root), local_reference)
+
+
+def test_submit_script_trains_on_the_cluster(services, local_reference):
+    root = f"{HDFS}/runs/submitted"
+    sets = [a for s in SETTINGS for a in ("--set", s)]
+    done = subprocess.run([str(REPO / "scripts/submit.sh"), CLUSTER, "--run-root", root, "--iterations", "1", *sets],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_same_params(Run.open(root), local_reference, 1)
