@@ -31,7 +31,6 @@ def forward_stage(inputs, ctx) -> StageResult:
 
 def backward_stage(inputs, ctx) -> StageResult:
     """loss(dscores) + pool_fwd(out) -> fc_bwd(dx) and the shard's parameter gradients."""
-    g = ctx.geometry
     x = tensor(inputs["pool_fwd"], "out")
     dx, grads = backward(tensor(inputs["loss"], "dscores"), {"x": x, "w": ctx.params["fc.w"]})
     return StageResult({

@@ -5,7 +5,7 @@ import numpy as np
 
 from stages import conv, fc, loss, pool, relu
 from stages.geometry import Geometry
-from stages.tabular import StageContext, StageResult, per_image_table, tensor
+from stages.tabular import StageContext, StageResult, per_image_table
 
 
 def forward(x: np.ndarray, labels: np.ndarray, ctx: StageContext) -> tuple[np.ndarray, list]:

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import sys
 import tarfile
 from pathlib import Path
 
@@ -55,7 +53,3 @@ def synthetic_archive(tmp_path):
     batches[TEST_BATCH] = cifar_batch(30, 99)
     return write_archive(tmp_path / "tiny.tar.gz", batches)
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _interpreter():
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -21,8 +21,8 @@ def run(spark, tmp_path_factory):
 
 def test_only_recent_and_inspected_iterations_keep_their_stage_outputs(run):
     assert run.storage.listdir("iterations") == ["i000001", "i000004", "i000005"]
-    assert not run.storage.exists(f"epochs/e0000/batches")
-    assert run.storage.exists(f"epochs/e0001/batches")
+    assert not run.storage.exists("epochs/e0000/batches")
+    assert run.storage.exists("epochs/e0001/batches")
     retired = run.retention.retired_outputs(graph.iteration_key(2, "relu_fwd"))
     assert retired == {"out"} and run.manifest.committed(graph.iteration_key(2, "relu_fwd"))
 
