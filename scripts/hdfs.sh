@@ -14,6 +14,9 @@ cache="${SPARKCNN_CACHE:-$HOME/.cache/sparkcnn}"
 version=$(sed -n 's:.*<hadoop.version>\(.*\)</hadoop.version>.*:\1:p' "$here/hadoop/pom.xml")
 lib="$cache/hadoop-$version/lib"
 java_opts=(-Xmx512m -Djava.net.preferIPv4Stack=true)
+JAVA_OPTS="${java_opts[*]}"
+# shellcheck source=daemons.sh
+. "$here/daemons.sh"
 
 fetch() {
   if [ ! -f "$lib/.complete" ] || [ "$here/hadoop/pom.xml" -nt "$lib/.complete" ]; then
@@ -48,12 +51,6 @@ XML
     "log4j.appender.console.layout.ConversionPattern=%d{HH:mm:ss} %p %c{1}: %m%n" > "$conf/log4j.properties"
 }
 
-daemon() {  # daemon NAME CONF_DIR CLASS
-  local name="$1" conf="$2" cls="$3"
-  nohup java "${java_opts[@]}" -cp "$conf:$lib/*" "$cls" > "$dir/logs/$name.log" 2>&1 &
-  echo $! > "$dir/pids/$name"
-}
-
 start() {
   fetch
   mkdir -p "$dir/logs" "$dir/pids"
@@ -63,13 +60,13 @@ start() {
       -format -force -nonInteractive > "$dir/logs/format.log" 2>&1 \
       || { echo "formatting the NameNode failed:" >&2; tail -5 "$dir/logs/format.log" >&2; return 1; }
   fi
-  daemon namenode "$dir/conf/nn" org.apache.hadoop.hdfs.server.namenode.NameNode
+  start_daemon namenode "$dir/conf/nn:$lib/*" org.apache.hadoop.hdfs.server.namenode.NameNode
   for n in 1 2; do
     local base=$((port + 100 * n))
     site "$dir/conf/dn$n" "dfs.datanode.data.dir=file://$dir/data$n" "dfs.datanode.address=127.0.0.1:$base" \
       "dfs.datanode.http.address=127.0.0.1:$((base + 1))" "dfs.datanode.ipc.address=127.0.0.1:$((base + 2))" \
       "dfs.datanode.hostname=127.0.0.1"
-    daemon "datanode$n" "$dir/conf/dn$n" org.apache.hadoop.hdfs.server.datanode.DataNode
+    start_daemon "datanode$n" "$dir/conf/dn$n:$lib/*" org.apache.hadoop.hdfs.server.datanode.DataNode
   done
   local admin=(java "${java_opts[@]}" -cp "$dir/conf/nn:$lib/*" org.apache.hadoop.hdfs.tools.DFSAdmin)
   for _ in $(seq 40); do
@@ -88,20 +85,10 @@ start() {
   return 1
 }
 
-stop_one() {
-  local pidfile="$dir/pids/$1"
-  if [ -f "$pidfile" ]; then
-    kill "$(cat "$pidfile")" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$(cat "$pidfile")" 2>/dev/null || true
-    rm -f "$pidfile"
-  fi
-}
-
 case "$action" in
   start) start ;;
-  stop) for d in datanode1 datanode2 namenode; do stop_one "$d"; done; echo "HDFS stopped" ;;
-  stop-datanode) stop_one "datanode$node" ;;
+  stop) for d in datanode1 datanode2 namenode; do stop_daemon "$d"; done; echo "HDFS stopped" ;;
+  stop-datanode) stop_daemon "datanode$node" ;;
   fetch) fetch ;;
   *) echo "usage: scripts/hdfs.sh start|stop|stop-datanode N|fetch [DIR]" >&2; exit 2 ;;
 esac

@@ -9,19 +9,16 @@ dir="${2:-/tmp/sparkcnn-spark}"
 port="${SPARKCNN_SPARK_PORT:-7077}"
 python="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
 spark_home="$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+JAVA_OPTS=-Xmx512m
+# shellcheck source=daemons.sh
+. "$(dirname "$0")/daemons.sh"
 export SPARK_HOME="$spark_home" SPARK_SCALA_VERSION=2.13 SPARK_LOCAL_IP=127.0.0.1 SPARK_LOG_DIR="$dir/logs" SPARK_WORKER_DIR="$dir/work"
-
-daemon() {  # daemon NAME CLASS ARGS...
-  local name="$1"; shift
-  nohup java -Xmx512m -cp "$spark_home/jars/*" "$@" > "$dir/logs/$name.log" 2>&1 &
-  echo $! > "$dir/pids/$name"
-}
 
 start() {
   mkdir -p "$dir/logs" "$dir/pids" "$dir/work"
-  daemon master org.apache.spark.deploy.master.Master --host 127.0.0.1 --port "$port" --webui-port $((port + 1003))
+  start_daemon master "$spark_home/jars/*" org.apache.spark.deploy.master.Master --host 127.0.0.1 --port "$port" --webui-port $((port + 1003))
   for n in 1 2; do
-    daemon "worker$n" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 --cores 1 \
+    start_daemon "worker$n" "$spark_home/jars/*" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 --cores 1 \
       --memory "${SPARKCNN_WORKER_MEMORY:-3g}" --webui-port $((port + 1003 + n)) --work-dir "$dir/work" \
       "spark://127.0.0.1:$port"
   done
@@ -37,15 +34,7 @@ start() {
 }
 
 stop() {
-  for name in worker1 worker2 master; do
-    local pidfile="$dir/pids/$name"
-    if [ -f "$pidfile" ]; then
-      kill "$(cat "$pidfile")" 2>/dev/null || true
-      for _ in $(seq 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
-      kill -9 "$(cat "$pidfile")" 2>/dev/null || true
-      rm -f "$pidfile"
-    fi
-  done
+  for name in worker1 worker2 master; do stop_daemon "$name"; done
   echo "Spark cluster stopped"
 }
 
