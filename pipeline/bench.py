@@ -309,12 +309,17 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         },
     }
     if "staged on hdfs" in by_name:
-        result["ratios"]["hdfs_to_memory"] = by_name["staged on hdfs"].total / by_name["memory"].total
+        hdfs_total = by_name["staged on hdfs"].total
+        result["ratios"] |= {"hdfs_to_staged": hdfs_total / by_name["staged"].total,
+                             "hdfs_to_memory": hdfs_total / by_name["memory"].total}
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     chart(rows, scaled, out / "bench.png")
     print()
     print(table(rows, torch_cpu))
     print(f"\nstaged / memory: {result['ratios']['staged_to_memory']:.2f}")
+    if "hdfs_to_staged" in result["ratios"]:
+        print(f"staged on hdfs / staged: {result['ratios']['hdfs_to_staged']:.2f}, "
+              f"staged on hdfs / memory: {result['ratios']['hdfs_to_memory']:.2f}")
     print("\nseconds per stage and iteration:\n" + stage_profile(rows))
     if variants:
         print("\ncache policies (staged mode):\n" + cache_table(variants))

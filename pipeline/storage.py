@@ -4,11 +4,14 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+from pipeline import hdfs
 
 
 def normalize_url(url: str) -> str:
@@ -21,16 +24,22 @@ def normalize_url(url: str) -> str:
 class Storage:
     """Reads and writes files by paths relative to a root URL."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, options: dict | None = None):
         self.url = normalize_url(url)
-        self.fs, self.base = fsspec.core.url_to_fs(self.url)
+        parts = urlsplit(self.url)
+        if parts.scheme == "hdfs":
+            self.fs, self.base = hdfs.HdfsFileSystem(parts.hostname, parts.port, **(options or {})), parts.path
+            self.options = {hdfs.HTTP_ADDRESS: self.fs.http_address}
+        else:
+            self.fs, self.base = fsspec.core.url_to_fs(self.url, **(options or {}))
+            self.options = options or {}
         self.local = isinstance(self.fs, LocalFileSystem)
 
     def __getstate__(self):
-        return {"url": self.url}
+        return {"url": self.url, "options": self.options}
 
     def __setstate__(self, state):
-        self.__init__(state["url"])
+        self.__init__(state["url"], state["options"])
 
     def path(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base

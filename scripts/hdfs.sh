@@ -4,7 +4,8 @@
 #                                 wait until HDFS leaves safe mode with both DataNodes live
 #   scripts/hdfs.sh stop [DIR]    stop them (DIR holds their data, logs and pids; default /tmp/sparkcnn-hdfs)
 #   scripts/hdfs.sh stop-datanode N [DIR]   stop DataNode N (1 or 2), to test failures
-# Ports come from SPARKCNN_HDFS_PORT (NameNode RPC, default 9820); the NameNode URL is hdfs://127.0.0.1:PORT.
+# Ports come from SPARKCNN_HDFS_PORT (NameNode RPC, default 9820); the NameNode URL is hdfs://127.0.0.1:PORT,
+# its web server (WebHDFS) listens on PORT+50; DIR/conf/nn is a HADOOP_CONF_DIR that names both.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 action="${1:-start}"
@@ -39,6 +40,8 @@ XML
               "dfs.permissions.enabled=false" "dfs.namenode.safemode.extension=0" \
               "dfs.namenode.heartbeat.recheck-interval=5000" "dfs.heartbeat.interval=1" \
               "dfs.client.block.write.replace-datanode-on-failure.enable=false" \
+              "dfs.client.block.write.locateFollowingBlock.initial.delay.ms=20" \
+              "dfs.client.block.write.locateFollowingBlock.retries=12" \
               "dfs.namenode.datanode.registration.ip-hostname-check=false" "$@"; do
       echo "<property><name>${kv%%=*}</name><value>${kv#*=}</value></property>"
     done
@@ -76,7 +79,8 @@ start() {
     done
     if "${admin[@]}" -report -live 2>/dev/null | grep -q "Live datanodes (2)" \
        && "${admin[@]}" -safemode get 2>/dev/null | grep -q "OFF"; then
-      echo "HDFS up: hdfs://127.0.0.1:$port (data under $dir)"
+      echo "HDFS up: hdfs://127.0.0.1:$port, WebHDFS 127.0.0.1:$((port + 50)) (data under $dir)"
+      echo "for sparkcnn: export HADOOP_CONF_DIR=$dir/conf/nn"
       return 0
     fi
   done

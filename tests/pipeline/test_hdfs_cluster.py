@@ -2,6 +2,7 @@
 the project's scripts: no mocks."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, faults, graph, sql
+from pipeline import config, faults, graph, hdfs, sql
+from pipeline.manifest import MANIFEST_DIR
 from pipeline.run import Run
+from pipeline.storage import Storage
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -36,10 +39,14 @@ def services(tmp_path_factory):
            "SPARKCNN_WORKER_MEMORY": "2g", "PYTHON": sys.executable}
     dirs = {"hdfs": str(base / "hdfs"), "spark": str(base / "spark")}
     script("hdfs.sh", "start", dirs["hdfs"], env=env)
+    environ = pytest.MonkeyPatch()
     try:
+        environ.setenv("HADOOP_CONF_DIR", f"{dirs['hdfs']}/conf/nn")  # names the NameNode's WebHDFS address
+        environ.delenv(hdfs.WEBHDFS_ENV, raising=False)
         script("spark-cluster.sh", "start", dirs["spark"], env=env)
         yield {"env": env, **dirs}
     finally:
+        environ.undo()
         subprocess.run([str(REPO / "scripts/spark-cluster.sh"), "stop", dirs["spark"]], env=env, capture_output=True)
         subprocess.run([str(REPO / "scripts/hdfs.sh"), "stop", dirs["hdfs"]], env=env, capture_output=True)
 
@@ -123,3 +130,47 @@ def test_submit_script_trains_on_the_cluster(services, local_reference):
                           env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert_same_params(Run.open(root), local_reference, 1)
+
+
+def test_commit_primitives_on_hdfs(services):
+    storage = Storage(f"{HDFS}/primitives")
+    storage.write_bytes("a/file", b"old")
+    storage.write_bytes("a/file", b"new")
+    assert storage.read_bytes("a/file") == b"new"
+    assert storage.create_exclusive("a/entry", b"first") and not storage.create_exclusive("a/entry", b"second")
+    assert storage.read_bytes("a/entry") == b"first"
+    with pytest.raises(RuntimeError):
+        with storage.fs.open(storage.path("a/broken"), "wb") as f:
+            f.write(b"half")
+            raise RuntimeError("the task died mid-write")
+    assert storage.listdir("a") == ["entry", "file"]
+
+
+def test_bench_adds_staged_on_hdfs(services, tmp_path):
+    out = tmp_path / "bench"
+    ok(sparkcnn("bench", "--images", "100", "--scaling", "100", "--repeat", "1", "--no-torch", "--no-cache-policies",
+                "--epoch-images", "", "--out", str(out), "--run-root", f"{HDFS}/bench"))
+    result = json.loads((out / "bench.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["numpy (1 process)", "staged", "staged on hdfs", "memory", "fused"]
+    assert rows["staged on hdfs"]["bytes_written"] == rows["staged"]["bytes_written"] > 0
+    assert result["ratios"]["hdfs_to_staged"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["staged"]["total"])
+    assert result["ratios"]["hdfs_to_memory"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["memory"]["total"])
+
+
+def test_run_completes_with_a_datanode_stopped_mid_run(services, local_reference):
+    """Runs last: it stops DataNode 2 of the module's HDFS for good (replication 2, one DataNode left)."""
+    root = f"{HDFS}/runs/datanode-lost"
+    proc = sparkcnn(*train_args(root))
+    first = Storage(root)
+    deadline = time.monotonic() + 300
+    while not first.exists(f"{MANIFEST_DIR}/{graph.iteration_key(1, 'relu_fwd')}.json"):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached relu_fwd"
+        time.sleep(0.2)
+    script("hdfs.sh", "stop-datanode", "2", services["hdfs"], env=services["env"])
+    assert proc.poll() is None, "the run ended before the DataNode was stopped"
+    ok(proc)
+    run = Run.open(root)
+    assert_same_params(run, local_reference)
+    assert not run.verify()
