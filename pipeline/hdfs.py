@@ -99,7 +99,7 @@ class WebHdfs:
         try:
             return urlopen(request, timeout=REQUEST_TIMEOUT_S)
         except HTTPError as e:
-            raise _Retryable(str(_remote_error(e, location))) from None
+            raise _remote_error(e, location) from None
         except (URLError, HTTPException, OSError) as e:
             exclude.update(self._transfer_addresses().get(urlsplit(location).netloc, ()))
             raise _Retryable(f"DataNode {urlsplit(location).netloc}: {e}") from None
@@ -131,7 +131,7 @@ class _Retryable(Exception):
     """A DataNode failed this attempt; another attempt may succeed."""
 
 
-def _remote_error(error: HTTPError, where: str) -> OSError:
+def _remote_error(error: HTTPError, where: str) -> Exception:
     """The exception a WebHDFS error response stands for (its RemoteException when it has one)."""
     try:
         remote = json.loads(error.read())["RemoteException"]

@@ -1,5 +1,10 @@
-"""Where hdfs:// run roots find the NameNode's WebHDFS address (the live HDFS is in test_hdfs_cluster)."""
+"""WebHDFS: where hdfs:// run roots find it, and which of its errors are retried (the live HDFS is in
+test_hdfs_cluster)."""
 from __future__ import annotations
+
+import io
+import json
+from urllib.error import HTTPError
 
 from pipeline import hdfs
 
@@ -15,3 +20,17 @@ def test_webhdfs_address_from_env_then_hadoop_conf_then_default(tmp_path, monkey
     assert hdfs.namenode_http_address("nn.example") == "nn1:50070"
     monkeypatch.setenv(hdfs.WEBHDFS_ENV, "http://nn2:9871/")
     assert hdfs.namenode_http_address("nn.example") == "nn2:9871"
+
+
+def remote(code: int, exception: str) -> HTTPError:
+    body = json.dumps({"RemoteException": {"exception": exception, "message": "m"}}).encode()
+    return HTTPError("http://nn/webhdfs/v1/x", code, "reason", {}, io.BytesIO(body))
+
+
+def test_webhdfs_errors_map_to_what_retrying_can_fix():
+    assert isinstance(hdfs._remote_error(remote(404, "FileNotFoundException"), "/x"), FileNotFoundError)
+    assert isinstance(hdfs._remote_error(remote(403, "AccessControlException"), "/x"), hdfs.WebHdfsError)
+    assert isinstance(hdfs._remote_error(remote(403, "RetriableException"), "/x"), hdfs._Retryable)
+    assert isinstance(hdfs._remote_error(remote(500, "IOException"), "/x"), hdfs._Retryable)
+    plain = HTTPError("http://dn/x", 502, "Bad Gateway", {}, io.BytesIO(b"<html>"))
+    assert isinstance(hdfs._remote_error(plain, "/x"), hdfs._Retryable)
