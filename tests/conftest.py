@@ -1,9 +1,14 @@
-"""Shared fixtures: one local[2] SparkSession per test session, and CIFAR-10 archives made on the fly."""
+"""Shared fixtures: one local[2] SparkSession per test session, CIFAR-10 archives made on the fly, and
+waiting on a sparkcnn process."""
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import signal
+import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,26 @@ import pytest
 from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 180) -> None:
+    """Poll until condition() holds while proc runs; otherwise kill proc's process group and fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process ended before {what} (rc {proc.returncode}):\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 180) -> None:
+    """Wait until the process pauses at its failpoint, then SIGKILL its whole process group."""
+    wait_until(proc, marker.exists, "its failpoint", timeout)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import config, faults, graph
 from pipeline.run import Run
+from tests.conftest import kill_when_paused, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +37,6 @@ def start(args: list[str], tmp: Path, failpoints: str = "") -> tuple[subprocess.
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
-
-
-def kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 180) -> None:
-    """Wait until the process pauses at its failpoint, then SIGKILL its whole process group."""
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"process ended before its failpoint (rc {proc.returncode}):\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("failpoint never reached")
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def train_args(root: Path, *extra: str) -> list[str]:
@@ -112,9 +98,7 @@ def test_sigkill_between_every_pair_of_stages_and_mid_stage(tmp_path, uninterrup
 def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(tmp_path, uninterrupted):
     root = tmp_path / "locked"
     first, marker = start(train_args(root), tmp_path, "after-commit:init=pause")
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(first, marker.exists, "its failpoint", 120)
     assert marker.exists()
     rc, _, err = finish(start(["resume", "--run-root", str(root)], tmp_path)[0])
     assert rc == 3

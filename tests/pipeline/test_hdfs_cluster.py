@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from pipeline import config, faults, graph, hdfs, sql
 from pipeline.manifest import MANIFEST_DIR
 from pipeline.run import Run
 from pipeline.storage import Storage
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_when_paused, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -110,13 +108,7 @@ def test_driver_killed_mid_stage_on_hdfs_then_resume(services, local_reference, 
     marker = tmp_path / "paused"
     key = graph.iteration_key(1, "pool_bwd")
     proc = sparkcnn(*train_args(root), failpoints=f"in-task:{key}=pause", marker=marker)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "failpoint never reached"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_paused(proc, marker, 300)
     run = Run.open(root)
     assert not run.manifest.committed(key) and run.retention.orphans()
     ok(sparkcnn("resume", "--run-root", root))
@@ -162,12 +154,8 @@ def test_run_completes_with_a_datanode_stopped_mid_run(services, local_reference
     """Runs last: it stops DataNode 2 of the module's HDFS for good (replication 2, one DataNode left)."""
     root = f"{HDFS}/runs/datanode-lost"
     proc = sparkcnn(*train_args(root))
-    first = Storage(root)
-    deadline = time.monotonic() + 300
-    while not first.exists(f"{MANIFEST_DIR}/{graph.iteration_key(1, 'relu_fwd')}.json"):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run never reached relu_fwd"
-        time.sleep(0.2)
+    storage, entry = Storage(root), f"{MANIFEST_DIR}/{graph.iteration_key(1, 'relu_fwd')}.json"
+    wait_until(proc, lambda: storage.exists(entry), "relu_fwd of iteration 1 committed", 300)
     script("hdfs.sh", "stop-datanode", "2", services["hdfs"], env=services["env"])
     assert proc.poll() is None, "the run ended before the DataNode was stopped"
     ok(proc)
