@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import shlex
+import signal
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline import graph
+from pipeline import config, graph, signals
+from pipeline import spark as spark_mod
 from pipeline.config import ConfigError
 from pipeline.ingest import DataError
 from pipeline.lock import LockHeld, RunLock
+from pipeline.manifest import DamagedEntry
 from pipeline.progress import Progress
-from pipeline.run import Run, RunError, failure_reason
+from pipeline.run import Run, RunError, StageFailed, failure_reason
 
+LOG_DIR = "logs"
 FLAG_KEYS = {
     "data": "data.path",
     "run_root": "run.root",
@@ -153,10 +159,8 @@ def prepare(run: Run) -> None:
 def cmd_train(args, run: Run) -> int:
     from pipeline.spark import session
 
-    if args.command == "resume" and getattr(args, "branch", None):
-        source = Run.open(run.storage.url)
-        run = source.branch_to(run.cfg, args.branch)
-        print(f"branched {source.storage.url} at iteration {run.schedule().start_iteration} into {run.storage.url}")
+    for warning in run.cfg.warnings():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     with RunLock(run.storage):
         run.save_config()
         print(f"run root {run.storage.url}", flush=True)
@@ -262,13 +266,18 @@ def sql_prompt(spark, run: Run, sources) -> int:
     except (ImportError, OSError):
         readline = None
     print(f"run {run.storage.url}; views: {', '.join(sorted([*sources, 'manifest', 'retired']))}")
-    print("end statements with ';', leave with \\q")
+    print("end statements with ';', leave with \\q; Ctrl-C drops the statement (or stops the query) under way")
     buffer: list[str] = []
     while True:
         try:
             line = input("sparkcnn> " if not buffer else "      ...> ")
         except EOFError:
             break
+        except signals.Interrupted:
+            print()
+            buffer = []
+            signals.clear()
+            continue
         if not buffer and line.strip().lower() in ("\\q", "quit", "exit", "quit;", "exit;"):
             break
         buffer.append(line)
@@ -279,6 +288,9 @@ def sql_prompt(spark, run: Run, sources) -> int:
                 print(note)
             try:
                 print(sql.aligned(spark.sql(query).toArrow()))
+            except signals.Interrupted:
+                print("query stopped")
+                signals.clear()
             except Exception as e:
                 print(f"error: {sql_error(e)}")
     if readline is not None:
@@ -311,10 +323,21 @@ def cmd_predict(args, run: Run) -> int:
 
     _, params = load_checkpoint(run, args.checkpoint, args.iteration)
     size = run.geometry.image[:2]
-    pixels = np.stack([load_image(path, size) for path in args.images])
-    for path, probs in zip(args.images, predict_arrays(run, params, pixels)):
-        best = int(probs.argmax())
-        print(f"{path}: {CLASSES[best]} {probs[best]:.4f}")
+    readable, images = [], []
+    for path in args.images:
+        try:
+            images.append(load_image(path, size))
+            readable.append(path)
+        except RunError as e:
+            print(f"error: {e}", file=sys.stderr)
+    if images:
+        for path, probs in zip(readable, predict_arrays(run, params, np.stack(images))):
+            best = int(probs.argmax())
+            print(f"{path}: {CLASSES[best]} {probs[best]:.4f}")
+    failed = len(args.images) - len(readable)
+    if failed:
+        print(f"error: {failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -357,16 +380,19 @@ def cmd_status(args, run: Run) -> int:
         nxt = run.next_stage()
         print(stage_arguments(nxt) if nxt else "")
         return 0
-    report_status(run)
-    if args.verify:
-        problems = run.verify()
-        checked = len(run.manifest.keys())
-        for key, found in problems.items():
-            print(f"verify: {key}: {'; '.join(found)}")
-        print(f"verify: {checked} committed stage(s) checked, {len(problems)} damaged"
-              + (f"; `{resume_command(run)}` recomputes them" if problems else ""))
-        return 1 if problems else 0
-    return 0
+    if not args.verify:
+        report_status(run)
+        return 0
+    try:
+        report_status(run)
+    except DamagedEntry:
+        pass
+    problems = run.verify()
+    for key, found in problems.items():
+        print(f"verify: {key}: {'; '.join(found)}")
+    print(f"verify: {len(run.manifest.keys())} committed stage(s) checked, {len(problems)} damaged"
+          + (f"; `{resume_command(run)}` recomputes them" if problems else ""))
+    return 1 if problems else 0
 
 
 def cmd_export(args, run: Run) -> int:
@@ -380,6 +406,7 @@ COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resum
             "gc": cmd_gc, "bench": cmd_bench, "sql": cmd_sql, "report": cmd_report, "evaluate": cmd_evaluate,
             "predict": cmd_predict}
 WRITERS = ("train", "resume", "stage")
+EXPECTED = (ConfigError, DataError, RunError)
 
 
 def open_run(args) -> Run | None:
@@ -393,11 +420,21 @@ def open_run(args) -> Run | None:
         run.save_config()
         return run
     extra = [o for o in (overrides_from(args) if hasattr(args, "overrides") else []) if not o.startswith("run.root=")]
-    return Run.open(root, extra)
+    if args.command == "resume" and args.config and not Run.exists(root):
+        return Run(config.load(args.config, extra), root)
+    run = Run.open(root, extra)
+    if args.command == "resume" and args.branch:
+        source = Run.open(root)
+        run = source.branch_to(run.cfg, args.branch)
+        print(f"branched {source.storage.url} at iteration {run.schedule().start_iteration} into {run.storage.url}")
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    spark_mod.set_verbose(getattr(args, "verbose", False))
+    signals.install()
+    existing = spark_mod.active_context()
     run = None
     try:
         run = open_run(args)
@@ -405,16 +442,66 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (ConfigError, DataError, RunError, Exception, KeyboardInterrupt) as e:
-        expected = isinstance(e, (ConfigError, DataError, RunError))
-        reason = str(e) if expected else failure_reason(e)
-        print(f"error: {reason}", file=sys.stderr)
-        if run is not None and args.command in WRITERS and Run.exists(run.storage.url):
-            print(f"run root: {run.storage.url}", file=sys.stderr)
-            print(f"to continue: {resume_command(run)}", file=sys.stderr)
-        if not expected and not isinstance(e, KeyboardInterrupt) and os.environ.get("SPARKCNN_DEBUG"):
+    except (Exception, signals.Interrupted, KeyboardInterrupt) as e:
+        if isinstance(e, KeyboardInterrupt):
+            e = signals.Interrupted(signal.SIGINT)
+        if not isinstance(e, (signals.Interrupted, *EXPECTED)) and os.environ.get("SPARKCNN_DEBUG"):
             raise
-        return 2 if expected else (130 if isinstance(e, KeyboardInterrupt) else 1)
+        return report_failure(args, run, e)
+    finally:
+        if spark_mod.active_context() is not existing:
+            spark_mod.stop()
+
+
+def report_failure(args, run: Run | None, error: BaseException) -> int:
+    """One clean error on the console, the full trace in a log file under the run root that it names,
+    and the resume command where resuming can help. Returns the exit code."""
+    interrupted = isinstance(error, signals.Interrupted)
+    expected = isinstance(error, EXPECTED)
+    if interrupted:
+        stage = f" during stage {run.running} (not committed)" if run is not None and run.running else ""
+        reason = f"{error}{stage}"
+    else:
+        reason = str(error) if expected else failure_reason(error)
+    print(f"error: {reason}", file=sys.stderr)
+    known = run is not None and _holds_run(run)
+    if not interrupted and not (expected and not isinstance(error, StageFailed)):
+        print(f"details: {write_failure_log(args, run if known else None, error)}", file=sys.stderr)
+    if known and args.command in WRITERS:
+        print(f"run root: {run.storage.where('')}", file=sys.stderr)
+        if interrupted or getattr(error, "resumable", not expected):
+            print(f"to continue: {resume_command(run)}", file=sys.stderr)
+    if interrupted:
+        return error.exit_code
+    return 2 if expected else 1
+
+
+def _holds_run(run: Run) -> bool:
+    try:
+        return Run.exists(run.storage.url)
+    except Exception:
+        return False
+
+
+def write_failure_log(args, run: Run | None, error: BaseException) -> str:
+    """Write the full trace (and what Spark's JVM printed) to logs/ under the run root, or to a
+    temporary file when there is no usable run root; returns where it went."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    name = f"{stamp}-{os.getpid()}-{args.command}.log"
+    text = "".join([f"sparkcnn {' '.join(map(shlex.quote, sys.argv[1:]))}\n\n",
+                    *traceback.format_exception(type(error), error, error.__traceback__)])
+    jvm = spark_mod.jvm_log_tail()
+    if jvm:
+        text += f"\n--- Spark's own output ---\n{jvm}"
+    if run is not None:
+        try:
+            run.storage.write_bytes(f"{LOG_DIR}/{name}", text.encode())
+            return run.storage.where(f"{LOG_DIR}/{name}")
+        except Exception:
+            pass
+    path = Path(tempfile.gettempdir()) / f"sparkcnn-{name}"
+    path.write_text(text)
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,19 @@ class Config:
             raise ConfigError(f"invalid config values: {values}")
         return self
 
+    def warnings(self) -> list[str]:
+        """Settings that work but may not do what their author meant."""
+        t = self.train
+        found = []
+        if t.shard_size > t.batch_size:
+            found.append(f"train.shard_size={t.shard_size} exceeds train.batch_size={t.batch_size}: each iteration is "
+                         f"one shard, so one Spark task computes it")
+        elif t.batch_size % t.shard_size:
+            full, rest = divmod(t.batch_size, t.shard_size)
+            found.append(f"train.shard_size={t.shard_size} does not divide train.batch_size={t.batch_size}: each "
+                         f"iteration has {full} shard(s) of {t.shard_size} images and one of {rest}")
+        return found
+
     def get(self, dotted: str):
         section, key = dotted.split(".", 1)
         return getattr(getattr(self, section), key)
@@ -180,6 +194,8 @@ def _coerce(key: str, value, default):
     elif isinstance(default, float):
         ok = isinstance(value, (int, float))
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"config key {key} must be a finite number, got {value!r}")
     else:
         ok = isinstance(value, type(default))
     if not ok:

@@ -58,20 +58,26 @@ STAGE_DEFS = {
 }
 
 
-def stage_def(stage: str, cache: dict | None = None) -> StageDef:
-    """A stage's definition under a cache policy, which decides what its backward stages read."""
-    cache = {**DEFAULT_CACHE, **(cache or {})}
+def stage_def(stage: str, cache: dict | None = None, written: dict[str, dict] | None = None) -> StageDef:
+    """A stage's definition under a cache policy, which decides what its backward stages read: each
+    input as the policy its table was written with holds it (`written`, by source stage; else `cache`)."""
+    def policy(source: str, key: str):
+        return {**DEFAULT_CACHE, **(cache or {}), **((written or {}).get(source) or {})}[key]
+
+    def dx(source: str) -> tuple[str, ...]:
+        return ("dx_mask", "dx_values") if policy(source, "sparse_gradients") else ("dx",)
+
     sdef = STAGE_DEFS[stage]
-    dx = ("dx_mask", "dx_values") if cache["sparse_gradients"] else ("dx",)
     inputs = dict(sdef.inputs)
-    if stage == "pool_bwd" and cache["pool_argmax"] == "recompute":
+    if stage == "pool_bwd" and policy("pool_fwd", "pool_argmax") == "recompute":
         del inputs["pool_fwd"]
         inputs["relu_fwd"] = _image_input("relu_fwd", "out", keys=False)
     elif stage == "relu_bwd":
-        inputs["pool_bwd"] = _image_input("pool_bwd", *dx)
-        inputs["relu_fwd"] = _image_input("relu_fwd", "out" if cache["relu_mask"] == "recompute" else "mask", keys=False)
+        mask = "out" if policy("relu_fwd", "relu_mask") == "recompute" else "mask"
+        inputs["pool_bwd"] = _image_input("pool_bwd", *dx("pool_bwd"))
+        inputs["relu_fwd"] = _image_input("relu_fwd", mask, keys=False)
     elif stage == "conv_bwd":
-        inputs["relu_bwd"] = _image_input("relu_bwd", *dx)
+        inputs["relu_bwd"] = _image_input("relu_bwd", *dx("relu_bwd"))
     return replace(sdef, inputs=inputs)
 
 

@@ -20,15 +20,42 @@ from urllib.request import Request, urlopen
 
 from hdfs_native.fsspec import HdfsFileSystem as NativeHdfsFileSystem
 
+from pipeline.errors import RunError
+
 HTTP_ADDRESS = "dfs.namenode.http-address"
 WEBHDFS_ENV = "SPARKCNN_WEBHDFS"
 DEFAULT_HTTP_PORT = 9870
 REQUEST_TIMEOUT_S = 60
 RETRY_BUDGET_S = 180
+NAMENODE_BUDGET_S = 10
+DEFAULT_RPC_PORT = 8020
 
 
 class WebHdfsError(OSError):
     """A WebHDFS request that failed for good (after retries, or with an error retrying cannot fix)."""
+
+
+class NameNodeUnreachable(RunError):
+    """No NameNode answers at the address a run root names."""
+
+    resumable = True
+
+
+def check_namenode(host: str, port: int, budget_s: float = NAMENODE_BUDGET_S) -> None:
+    """Fail within seconds when nothing listens at the NameNode's RPC address (the client library
+    would retry for minutes); the long retries are for DataNodes that die during a run."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.5
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=min(5.0, budget_s)).close()
+            return
+        except OSError as e:
+            if time.monotonic() + delay > deadline:
+                raise NameNodeUnreachable(f"cannot reach the HDFS NameNode at {host}:{port} "
+                                          f"({e.strerror or e}); is HDFS running there?") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
 
 
 def namenode_http_address(host: str) -> str:
@@ -94,6 +121,11 @@ class WebHdfs:
             return urlopen(request, timeout=REQUEST_TIMEOUT_S)
         except HTTPError as e:
             raise _remote_error(e, path) from None
+        except URLError as e:
+            if isinstance(e.reason, ConnectionRefusedError):
+                raise _NameNodeRefused(f"the NameNode's WebHDFS at {urlsplit(self.base).netloc} refused the "
+                                       f"connection") from None
+            raise
 
     def _datanode(self, location: str, exclude: set[str], request: Request):
         try:
@@ -115,20 +147,25 @@ class WebHdfs:
 
     def _with_retries(self, what: str, attempt):
         exclude: set[str] = set()
-        deadline = time.monotonic() + RETRY_BUDGET_S
+        start = time.monotonic()
         delay = 0.5
         while True:
             try:
                 return attempt(exclude)
             except (_Retryable, URLError, HTTPException, socket.timeout, ConnectionError) as e:
-                if time.monotonic() + delay > deadline:
-                    raise WebHdfsError(f"WebHDFS {what}: gave up after {RETRY_BUDGET_S} s: {e}") from None
+                budget = NAMENODE_BUDGET_S if isinstance(e, _NameNodeRefused) else RETRY_BUDGET_S
+                if time.monotonic() + delay > start + budget:
+                    raise WebHdfsError(f"WebHDFS {what}: gave up after {budget} s: {e}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
 
 
 class _Retryable(Exception):
     """A DataNode failed this attempt; another attempt may succeed."""
+
+
+class _NameNodeRefused(_Retryable):
+    """The NameNode's web server refused a connection: retried for seconds, not minutes."""
 
 
 def _remote_error(error: HTTPError, where: str) -> Exception:
@@ -150,6 +187,7 @@ class HdfsFileSystem(NativeHdfsFileSystem):
 
     def __init__(self, host=None, port=None, *args, **storage_options):
         address = storage_options.pop(HTTP_ADDRESS, None) or namenode_http_address(host or "localhost")
+        check_namenode(host or "localhost", port or DEFAULT_RPC_PORT)
         super().__init__(host, port, *args, **storage_options)
         self.http_address = address
         self.webhdfs = WebHdfs(address)

@@ -62,10 +62,15 @@ class RunLock:
         gens = self._generations()
         while gens:
             gen = gens.pop()
+            rel = f"{LOCK_DIR}/{gen:08d}.json"
             try:
-                return gen, json.loads(self.storage.read_bytes(f"{LOCK_DIR}/{gen:08d}.json"))
+                return gen, json.loads(self.storage.read_bytes(rel))
             except FileNotFoundError:
                 continue
+            except ValueError:
+                raise LockHeld(f"the lock of run root {self.storage.url} is unreadable "
+                               f"({self.storage.where(rel)}); if no sparkcnn process uses this run root, "
+                               f"remove that file") from None
         return None
 
     def acquire(self, force: bool = False) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+from pipeline.errors import RunError
 from pipeline.storage import Storage
 
 MANIFEST_DIR = "manifest"
@@ -16,6 +17,17 @@ MANIFEST_DIR = "manifest"
 
 class StageAlreadyCommitted(RuntimeError):
     pass
+
+
+class DamagedEntry(RunError):
+    """A manifest entry that cannot be read: damage, like a truncated file."""
+
+    resumable = True
+
+    def __init__(self, rel: str, reason: str):
+        super().__init__(f"{rel}: unreadable manifest entry ({reason}); `sparkcnn status --verify` lists the damage "
+                         f"and `sparkcnn resume` recomputes the stage and what depends on it")
+        self.rel = rel
 
 
 class Manifest:
@@ -27,12 +39,26 @@ class Manifest:
         return f"{MANIFEST_DIR}/{key}.json"
 
     def get(self, key: str) -> dict | None:
+        """A stage's entry, None when it is not committed; DamagedEntry when it cannot be read."""
         if key not in self._entries:
+            rel = self._rel(key)
             try:
-                self._entries[key] = json.loads(self.storage.read_bytes(self._rel(key)))
+                entry = json.loads(self.storage.read_bytes(rel))
             except FileNotFoundError:
                 return None
+            except ValueError as e:
+                raise DamagedEntry(rel, f"{type(e).__name__}: {e}") from None
+            if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("outputs"), dict):
+                raise DamagedEntry(rel, "not the entry of this stage")
+            self._entries[key] = entry
         return self._entries[key]
+
+    def readable(self, key: str) -> dict | None:
+        """A stage's entry, or None when it is missing or damaged."""
+        try:
+            return self.get(key)
+        except DamagedEntry:
+            return None
 
     def committed(self, key: str) -> bool:
         return self.get(key) is not None

@@ -1,6 +1,7 @@
 """Using a trained network: test accuracy of a checkpoint, and classes of image files."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,40 @@ from stages import conv, network
 
 def load_checkpoint(run: Run, checkpoint: str | None, iteration: int | None) -> tuple[str, dict]:
     """Parameters from an exported .npz, or from the run at an iteration (default: the latest)."""
-    if checkpoint and checkpoint.endswith(".npz"):
-        with np.load(checkpoint) as data:
-            params = {k: data[k] for k in data.files}
-        missing = sorted(set(run.geometry.param_shapes) - set(params))
-        if missing:
-            raise RunError(f"{checkpoint}: not a checkpoint of this network (missing {', '.join(missing)})")
-        return checkpoint, params
-    done, params = run.latest_params(iteration)
-    return f"{run.storage.url} after {done} iterations", params
+    if checkpoint is None:
+        done, params = run.latest_params(iteration)
+        return f"{run.storage.url} after {done} iterations", params
+    if iteration is not None:
+        raise RunError("--checkpoint and --iteration name two different sets of parameters: give one")
+    return checkpoint, read_checkpoint(checkpoint, run.geometry.param_shapes)
+
+
+def read_checkpoint(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The float32 arrays of an .npz that `sparkcnn export` wrote, checked against the network's
+    parameter names and shapes. Pickled objects are refused, never unpickled."""
+    where = f"checkpoint {path}"
+    if not Path(path).is_file():
+        raise RunError(f"{where}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"{where}: not an .npz archive (`sparkcnn export --out FILE.npz` writes one)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            params = {name: data[name] for name in data.files}
+    except ValueError as e:
+        raise RunError(f"{where}: holds pickled objects, which are not loaded ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise RunError(f"{where}: unreadable ({type(e).__name__}: {e})") from None
+    problems = [f"missing {name}" for name in sorted(set(shapes) - set(params))]
+    problems += [f"unexpected array {name}" for name in sorted(set(params) - set(shapes))]
+    for name in sorted(set(shapes) & set(params)):
+        array = params[name]
+        if not isinstance(array, np.ndarray) or array.dtype != np.float32:
+            problems.append(f"{name} is {getattr(array, 'dtype', type(array).__name__)}, expected float32")
+        elif array.shape != tuple(shapes[name]):
+            problems.append(f"{name} has shape {array.shape}, expected {tuple(shapes[name])}")
+    if problems:
+        raise RunError(f"{where}: does not match this run's network: {'; '.join(problems)}")
+    return params
 
 
 def predict_arrays(run: Run, params: dict, pixels: np.ndarray, chunk: int = 500) -> np.ndarray:

@@ -27,9 +27,21 @@ class Retention:
             self._retired = {}
             for name in self.storage.listdir(RETIRED_DIR):
                 if name.endswith(".json"):
-                    doc = json.loads(self.storage.read_bytes(f"{RETIRED_DIR}/{name}"))
-                    self._retired[name[: -len(".json")]] = set(doc["outputs"])
+                    stage = name[: -len(".json")]
+                    try:
+                        self._retired[stage] = set(json.loads(self.storage.read_bytes(f"{RETIRED_DIR}/{name}"))["outputs"])
+                    except (ValueError, KeyError, TypeError):
+                        self._retired[stage] = self._rebuild(stage)
         return self._retired.get(key, set())
+
+    def _rebuild(self, key: str) -> set[str]:
+        """A damaged record of what retention removed, written again from what is gone: the outputs
+        of which some file is missing."""
+        entry = self.run.manifest.readable(key) or {"outputs": {}}
+        gone = {o for o, files in entry["outputs"].items() if not all(self.storage.exists(f["path"]) for f in files)}
+        doc = {"key": key, "outputs": sorted(gone), "at": time.time(), "rebuilt": True}
+        self.storage.write_bytes(f"{RETIRED_DIR}/{key}.json", json.dumps(doc).encode())
+        return gone
 
     def forget(self, key: str) -> None:
         """A stage about to be recomputed is no longer retired."""
@@ -51,35 +63,42 @@ class Retention:
             self.storage.remove(folder)
 
     def apply(self, done: int) -> None:
-        """Retention once `done` iterations are committed: stage outputs of iterations before
-        done - keep_iterations, the batches of epochs wholly before that, and checkpoints
-        outside the checkpoint policy."""
-        cfg = self.run.cfg.run
+        """Retention once `done` iterations are committed: the stage outputs of iteration
+        done - keep_iterations - 1 (and the batches of an epoch that ends there), and the parameters
+        that iteration starts from unless the checkpoint policy keeps them."""
+        horizon = done - self.run.cfg.run.keep_iterations
         sched = self.run.schedule()
-        horizon = done - cfg.keep_iterations
-        for t in range(max(sched.start_iteration, horizon - 1), horizon):
-            self._retire_iteration(t, sched)
+        if horizon - 1 >= sched.start_iteration:
+            self._retire_iteration(horizon - 1, sched)
+            self._retire_params(horizon - 1, sched)
 
     def sweep(self) -> None:
         """Apply retention to every committed iteration (what gc does)."""
         sched = self.run.schedule()
-        done = self.run.iterations_done()
-        for t in range(sched.start_iteration, done - self.run.cfg.run.keep_iterations):
+        for t in range(sched.start_iteration, self.run.iterations_done() - self.run.cfg.run.keep_iterations):
             self._retire_iteration(t, sched)
+            self._retire_params(t, sched)
+
+    def keeps_params(self, version: int, sched: graph.Schedule) -> bool:
+        """Whether the checkpoint policy keeps the parameters after `version` iterations: every
+        checkpoint_every-th, every epoch end, the last, and those an inspected iteration starts from or
+        ends with. (The last keep_iterations iterations keep theirs until they leave the window.)"""
+        every = self.run.cfg.run.checkpoint_every
+        return (version == sched.start_iteration or (every and version % every == 0)
+                or version % sched.iterations_per_epoch == 0 or version == sched.total_iterations
+                or self.run.inspected(version) or self.run.inspected(version - 1))
+
+    def _retire_params(self, version: int, sched: graph.Schedule) -> None:
+        if not self.keeps_params(version, sched):
+            self.retire(graph.iteration_key(version - 1, "update"), ("params", "velocity"))
 
     def _retire_iteration(self, t: int, sched: graph.Schedule) -> None:
-        cfg = self.run.cfg.run
         if self.run.inspected(t):
             return
         for stage in graph.ITERATION_STAGES:
             if stage != "update":
                 self.retire(graph.iteration_key(t, stage), ("out", "grads"))
         self.storage.remove(f"iterations/i{t:06d}")
-        version = t + 1
-        epoch_end = version % sched.iterations_per_epoch == 0
-        checkpoint = cfg.checkpoint_every and version % cfg.checkpoint_every == 0
-        if not (epoch_end or checkpoint or version == sched.total_iterations):
-            self.retire(graph.iteration_key(t, "update"), ("params", "velocity"))
         if (t + 1) % sched.iterations_per_epoch == 0:
             self.retire(graph.batches_key(sched.epoch_of(t)), ("out",))
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass
@@ -14,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import config as config_mod
-from pipeline import faults, graph, ingest, modes
-from pipeline.config import Config
+from pipeline import faults, graph, ingest, modes, signals
+from pipeline.config import Config, ConfigError
+from pipeline.errors import RunError
 from pipeline.executor import ShuffleTask, StageTask, Unit, execute, output_path, write_shard
 from pipeline.manifest import Manifest
 from pipeline.retention import Retention
@@ -27,12 +31,9 @@ from stages.network import geometry_of
 from stages.tabular import StageContext
 
 CONFIG_FILE = "config.json"
+DIVERGED_FILE = "diverged.json"
 BRANCH_FILE = "branch.json"
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
-
-
-class RunError(RuntimeError):
-    """A run that cannot go on as asked; the message says why."""
 
 
 class MissingInput(RunError):
@@ -42,19 +43,31 @@ class MissingInput(RunError):
 class StageFailed(RunError):
     """A stage that raised; nothing of it is committed."""
 
+    resumable = True
+
     def __init__(self, key: str, reason: str):
         super().__init__(f"stage {key} failed: {reason}")
         self.key = key
 
 
+class Diverged(RunError):
+    """Training produced a loss or parameters that are not finite numbers."""
+
+
+ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Invalid|Interrupt|Exit)(?::|$)")
+NOT_A_CAUSE = ("org.apache.", "java.", "scala.", "py4j.", "pyspark.errors.")
+
+
 def failure_reason(error: BaseException) -> str:
-    """The root cause of an error, also when it comes back from a Spark task as a long trace."""
+    """The root cause of an error, also when it comes back from a Spark task as a long trace:
+    the last line that names a Python exception, not the Java or py4j wrappers around it."""
     text = str(error)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    causes = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception", "Interrupt"))
-              and not ln.startswith(("org.apache", "py4j", "pyspark.errors"))]
-    reason = causes[-1] if causes else (lines[-1] if lines else type(error).__name__)
-    return reason if ":" in reason else f"{type(error).__name__}: {reason}"
+    causes = [ln for ln in lines if ERROR_LINE.match(ln) and not ln.startswith(NOT_A_CAUSE)]
+    if causes:
+        return causes[-1].split(" SQLSTATE:", 1)[0]
+    reason = lines[0] if lines else type(error).__name__
+    return reason if ERROR_LINE.match(reason) else f"{type(error).__name__}: {reason}"
 
 
 def resolve_data_path(path: str) -> str:
@@ -74,6 +87,15 @@ def resolve_data_path(path: str) -> str:
     return str(copy)
 
 
+def run_root_storage(root: str) -> Storage:
+    """Storage for a run root; a local run root must be a folder (created when missing)."""
+    storage = Storage(root)
+    if storage.local and os.path.exists(storage.base) and not os.path.isdir(storage.base):
+        raise RunError(f"run root {storage.url} is a file, not a folder: name a folder for the run "
+                       f"(it is created when missing)")
+    return storage
+
+
 @dataclass
 class StageOutcome:
     key: str
@@ -87,11 +109,16 @@ class Run:
 
     def __init__(self, cfg: Config, root: str | None = None):
         self.cfg = cfg
-        self.storage = Storage(root or cfg.run.root)
+        self.storage = run_root_storage(root or cfg.run.root)
         self.manifest = Manifest(self.storage)
         self.retention = Retention(self)
         self.geometry = geometry_of(cfg.model)
+        try:
+            self.geometry.check()
+        except ValueError as e:
+            raise ConfigError(f"the network cannot be built: {e}") from None
         self.cache = dataclasses.asdict(cfg.cache)
+        self.running: str | None = None
 
     @staticmethod
     def exists(root: str) -> bool:
@@ -100,12 +127,21 @@ class Run:
     @classmethod
     def open(cls, root: str, overrides: list[str] = ()) -> "Run":
         """Open an existing run root with the config it was started with (plus overrides)."""
-        storage = Storage(root)
+        storage = run_root_storage(root)
         try:
             raw = json.loads(storage.read_bytes(CONFIG_FILE))
+            raw["run"]["root"] = storage.url
         except FileNotFoundError:
+            if Manifest(storage).keys():
+                raise RunError(f"run root {storage.url} has committed stages but its {CONFIG_FILE} is missing; "
+                               f"restore it with `sparkcnn resume --run-root {shlex.quote(storage.url)} --config "
+                               f"FILE` naming the config the run was started with (checked against the "
+                               f"committed stages)") from None
             raise RunError(f"{storage.url} holds no run (no {CONFIG_FILE}); start one with sparkcnn train") from None
-        raw["run"]["root"] = storage.url
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunError(f"{storage.where(CONFIG_FILE)} is damaged ({type(e).__name__}: {e}); restore it with "
+                           f"`sparkcnn resume --run-root {shlex.quote(storage.url)} --config FILE` after removing "
+                           f"it") from None
         return cls(config_mod.from_dict(config_mod.apply_overrides(raw, list(overrides))), storage.url)
 
     def save_config(self) -> None:
@@ -118,8 +154,22 @@ class Run:
                 raise RunError(f"run root {self.storage.url} was started with other settings that change results: "
                                f"{', '.join(changed)}; to continue with the new values from the last checkpoint, "
                                f"add --branch NEW_ROOT to `sparkcnn resume`, or use a new --run-root")
+        elif not self._settings_match_commits():
+            raise RunError(f"the config given does not match the one run root {self.storage.url} was started with "
+                           f"(its model.* and train.* settings differ from those of the committed stages); name "
+                           f"the run's own config, or use a new --run-root")
         data = {**self.cfg.to_dict(), "run": {**self.cfg.to_dict()["run"], "root": self.storage.url}}
-        self.storage.write_bytes(CONFIG_FILE, json.dumps(data, indent=1).encode())
+        self.storage.write_bytes(CONFIG_FILE, json.dumps(data, indent=1, allow_nan=False).encode())
+
+    def _settings_match_commits(self) -> bool:
+        """Whether this config's result settings are those the committed stages were computed with
+        (what a config.json that went missing must be restored to)."""
+        for key, extra in (("init", lambda: {"branch": self.branch()} if self.branch() else {}),
+                           ("ingest", lambda: {"data": self.manifest.get("ingest")["values"]["all"]["digest"]})):
+            entry = self.manifest.get(key)
+            if entry is not None:
+                return self.identity(key, entry["inputs"], extra()) == entry["identity"]
+        return True
 
     # schedule and plan
 
@@ -170,6 +220,8 @@ class Run:
     def train(self, spark, iterations: int = 0, on_stage=None, before_stage=None) -> list[StageOutcome]:
         """Run every uncommitted stage in order; stop before iteration `iterations` when given.
         before_stage(run, key) and on_stage(run, outcome) are called around each stage."""
+        if self.divergence():
+            raise self._diverged(self.divergence())
         outcomes = []
         while (key := self.next_stage()) is not None:
             if iterations and key not in graph.SETUP_STAGES and self.schedule().first_iteration_needing(key) > iterations:
@@ -186,12 +238,14 @@ class Run:
             raise RunError(f"stage {key} is already committed")
         stage, epoch, iteration = graph.parse_key(key)
         start = time.perf_counter()
+        self.running = key
         try:
             entry = self._compute(spark, key, stage, epoch, iteration)
         except (RunError, ingest.DataError):
             raise
         except Exception as e:
-            raise StageFailed(key, failure_reason(e)) from e
+            raise (signals.received() or StageFailed(key, failure_reason(e))) from e
+        self._check_finite(key, iteration, entry["values"])
         entry["seconds"] = time.perf_counter() - start
         files = [f for fs in entry["outputs"].values() for f in fs]
         entry["rows"] = sum(f["rows"] for f in files if f["output"] in ("out", "images"))
@@ -202,10 +256,42 @@ class Run:
             self._write_eval_metrics(entry, epoch)
         self.retention.forget(key)
         self.manifest.commit(entry)
+        self.running = None
         faults.hit("after-commit", key)
         if stage == "update":
             self.retention.apply(iteration + 1)
         return StageOutcome(key, entry["seconds"], entry["rows"], entry["bytes"])
+
+    def _check_finite(self, key: str, iteration: int | None, values: dict) -> None:
+        """Refuse to commit a training loss or parameters that are not finite: such a run cannot learn.
+        The run root records where it diverged, so that it is not recomputed and a branch starts from
+        parameters that gave a finite loss."""
+        if iteration is None:
+            return
+        losses_finite = all(math.isfinite(v["loss_sum"]) for v in values.values() if "loss_sum" in v)
+        if losses_finite and all(v.get("params_finite", True) for v in values.values()):
+            return
+        what = "the training loss is not a finite number" if not losses_finite else \
+            "the updated parameters are not all finite numbers"
+        doc = {"iteration": iteration, "stage": key, "what": what,
+               "last_good": iteration if losses_finite else iteration - 1}
+        self.storage.write_bytes(DIVERGED_FILE, json.dumps(doc).encode())
+        raise self._diverged(doc)
+
+    def _diverged(self, doc: dict) -> "Diverged":
+        try:
+            start = f"the parameters after {self.last_checkpoint()} iterations"
+        except RunError:
+            start = "a new run: no checkpoint before the divergence is kept"
+        return Diverged(
+            f"iteration {doc['iteration']}: {doc['what']} ({doc['stage']} is not committed); the run cannot go on "
+            f"with these settings. To continue with a smaller learning rate from {start}: sparkcnn resume "
+            f"--run-root {shlex.quote(self.storage.url)} --branch NEW_ROOT --set train.learning_rate=SMALLER "
+            f"(now {self.cfg.train.learning_rate:g})")
+
+    def divergence(self) -> dict:
+        """Where this run diverged ({} when it did not)."""
+        return json.loads(self.storage.read_bytes(DIVERGED_FILE)) if self.storage.exists(DIVERGED_FILE) else {}
 
     def _compute(self, spark, key: str, stage: str, epoch: int | None, iteration: int | None) -> dict:
         if stage == "ingest":
@@ -231,7 +317,7 @@ class Run:
         for f in outputs:
             grouped.setdefault(f["output"], []).append({k: f[k] for k in ("part", "output", "path", "rows", "bytes")})
         return {"key": key, "stage": stage, "epoch": epoch, "iteration": iteration, "identity": identity,
-                "inputs": inputs, "outputs": grouped, "values": values}
+                "inputs": inputs, "outputs": grouped, "values": values, "cache": self.cache}
 
     def identity(self, key: str, inputs: list[str], extra: dict) -> str:
         """Hash of the stage, the settings that shape results, and its inputs' identities."""
@@ -279,9 +365,11 @@ class Run:
         return self._entry("init", [], {"branch": branch}, outputs, {})
 
     def last_checkpoint(self) -> int:
-        """The latest iteration whose starting parameters and velocity are stored and intact."""
+        """The latest iteration whose starting parameters and velocity are stored and intact (and, in a
+        run that diverged, gave a finite loss)."""
         sched = self.schedule()
-        for t in range(self.iterations_done(), sched.start_iteration - 1, -1):
+        last = min(self.iterations_done(), self.divergence().get("last_good", self.iterations_done()))
+        for t in range(last, sched.start_iteration - 1, -1):
             key = graph.params_key(t, sched.start_iteration)
             if self.manifest.committed(key) and not ({"params", "velocity"} & self.retention.retired_outputs(key)) \
                     and not verify(self, [key]):
@@ -372,10 +460,19 @@ class Run:
         if not self.manifest.committed(key):
             raise MissingInput(f"parameters for iteration {iteration}: stage {key} is not committed")
         if output in self.retention.retired_outputs(key):
-            raise RunError(f"parameters for iteration {iteration} were removed by the checkpoint policy "
-                           f"(run.checkpoint_every={self.cfg.run.checkpoint_every})")
+            kept = ", ".join(map(str, self.kept_params()))
+            raise RunError(f"the parameters after {iteration} iterations were removed by the checkpoint policy "
+                           f"(kept: every run.checkpoint_every={self.cfg.run.checkpoint_every}-th, epoch ends, the "
+                           f"last, inspected iterations' and those of the last run.keep_iterations="
+                           f"{self.cfg.run.keep_iterations} iterations); kept here: after {kept} iterations")
         (f,) = self.manifest.files(key, output)
         return f
+
+    def kept_params(self) -> list[int]:
+        """The iteration counts whose parameters are stored."""
+        start = self.schedule().start_iteration
+        return [v for v in range(start, self.iterations_done() + 1)
+                if {"params"} - self.retention.retired_outputs(graph.params_key(v, start))]
 
     def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None) -> StageContext:
         (f,) = self.manifest.files("ingest", "stats")
@@ -387,8 +484,17 @@ class Run:
         sched = self.schedule()
         return {"batches": graph.batches_key(sched.epoch_of(t)), "params": graph.params_key(t, sched.start_iteration)}
 
+    def _stage_def(self, stage: str, t: int) -> graph.StageDef:
+        """A stage of iteration t, reading its inputs as the policies they were written with hold them."""
+        written = {}
+        for source in graph.ITERATION_STAGES:
+            entry = self.manifest.get(graph.iteration_key(t, source))
+            if entry is not None and "cache" in entry:
+                written[source] = entry["cache"]
+        return graph.stage_def(stage, self.cache, written)
+
     def _stage_deps(self, stage: str, t: int) -> list[str]:
-        sdef = graph.stage_def(stage, self.cache)
+        sdef = self._stage_def(stage, t)
         source_key = self._sources(t)
         return sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
                       | ({source_key["params"]} if sdef.uses_params else set()))
@@ -401,7 +507,7 @@ class Run:
 
     def _iteration_stage(self, spark, key: str, stage: str, t: int) -> dict:
         sched = self.schedule()
-        sdef = graph.stage_def(stage, self.cache)
+        sdef = self._stage_def(stage, t)
         source_key = self._sources(t)
         deps = self._stage_deps(stage, t)
         self.identity(key, deps, {})
@@ -457,6 +563,7 @@ class Run:
             result = modes.fused_iteration(spark, self._run_task, self.storage, units, ctx, key, inspect_dir)
             wall, busy = time.perf_counter() - start, sum(result["seconds"].values()) or 1.0
             result["seconds"] = {s: v * wall / busy for s, v in result["seconds"].items()}
+            self._check_finite(key, t, result["values"])
             if inspect_dir:
                 self._commit_inspection(t, result["files"], result["values"])
         update_start = time.perf_counter()
@@ -482,6 +589,7 @@ class Run:
         velocity = self.storage.read_parquet(self._params_file(t, "velocity")["path"])
         function = graph.resolve(graph.STAGE_DEFS["update"].function)
         result = function({"fc_bwd": grads["fc_bwd"], "conv_bwd": grads["conv_bwd"], "velocity": velocity}, ctx)
+        self._check_finite(graph.iteration_key(t, "update"), t, {graph.ALL_PARTS: result.values})
         outputs = []
         for name, table in result.tables.items():
             path = output_path(f"params/v{t + 1:06d}", name, graph.ALL_PARTS)
@@ -572,10 +680,11 @@ class Run:
 
     def repair(self, problems: dict[str, list[str]]) -> list[str]:
         """Uncommit the stages with problems and every committed stage that depends on them,
-        dependents first; the next training run recomputes them. Returns the uncommitted keys."""
+        dependents first (latest commit first, unreadable entries last); the next training run
+        recomputes them. Returns the uncommitted keys."""
         doomed = dependents(self, problems)
-        order = {k: i for i, k in enumerate(self.plan())}
-        removed = sorted(doomed, key=lambda k: order.get(k, -1), reverse=True)
+        removed = sorted(doomed, key=lambda k: (self.manifest.readable(k) or {}).get("committed_at", 0.0),
+                         reverse=True)
         for key in removed:
             self.manifest.remove(key)
             self.retention.forget(key)

@@ -1,17 +1,45 @@
-"""The SparkSession a run uses."""
+"""The SparkSession a run uses, and where Spark's own console output goes."""
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 
+from pipeline import signals
 from pipeline.config import REPO_CONF, Config
 
 LOG_CONFIG = REPO_CONF / "log4j2.properties"
+PYTHON_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 
 
-def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool = False):
+class Console:
+    """Whether Spark may talk on the console; when it may not, the JVM's output goes to `jvm_log`."""
+
+    verbose = False
+    jvm_log: Path | None = None
+
+
+def set_verbose(verbose: bool) -> None:
+    Console.verbose = verbose
+
+
+def jvm_log_tail(limit: int = 200_000) -> str:
+    """The end of what this process's Spark JVM printed while the console was quiet ('' when nothing)."""
+    path = Console.jvm_log
+    if path is None or not path.exists():
+        return ""
+    data = path.read_bytes()
+    return data[-limit:].decode(errors="replace")
+
+
+def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None):
     """Get or create the SparkSession for a config; executors run this interpreter. Spark's own
-    console output (log4j, stage progress bars) is quiet unless verbose."""
+    console output (the JVM's messages, log4j, stage progress bars, pyspark's error logs) is quiet
+    unless verbose; then it goes to a file whose end `jvm_log_tail` returns."""
+    verbose = Console.verbose if verbose is None else verbose
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -19,8 +47,9 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool = False):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(cfg.spark.master).appName(app_name)
     settings = {
+        "spark.master": cfg.spark.master,
+        "spark.app.name": app_name,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": str(verbose).lower(),
         "spark.sql.shuffle.partitions": str(cfg.spark.partitions),
@@ -30,8 +59,55 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool = False):
     if LOG_CONFIG.exists():
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     settings.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    if not verbose:
+        _launch_quiet_gateway(settings)
+    builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("INFO" if verbose else "ERROR")
+    spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
+    for name in PYTHON_LOGGERS:
+        _python_logger(name).setLevel(logging.WARNING if verbose else logging.CRITICAL)
+    signals.attach(spark.sparkContext)
     return spark
+
+
+def _python_logger(name: str) -> logging.Logger:
+    from pyspark.logger import PySparkLogger
+
+    return PySparkLogger.getLogger(name)
+
+
+def _launch_quiet_gateway(settings: dict) -> None:
+    """Start Spark's JVM with its stdout and stderr in a log file, unless one is running already."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    handle, name = tempfile.mkstemp(prefix=f"sparkcnn-{os.getpid()}-", suffix="-spark.log")
+    Console.jvm_log = Path(name)
+    atexit.register(Console.jvm_log.unlink, missing_ok=True)
+    conf = SparkConf(loadDefaults=False).setAll(list(settings.items()))
+    with os.fdopen(handle, "wb") as log:
+        gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
+    SparkContext._ensure_initialized(gateway=gateway)
+
+
+def active_context():
+    """This process's SparkContext, or None (without importing pyspark when nothing did)."""
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+def stop() -> None:
+    """Stop this process's SparkContext, if there is one; a JVM that is gone already is no error."""
+    context = active_context()
+    if context is not None:
+        try:
+            context.stop()
+        except Exception:
+            pass

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 import pyarrow as pa
@@ -15,9 +14,12 @@ from pipeline import hdfs
 
 
 def normalize_url(url: str) -> str:
-    """A plain path becomes an absolute file:// URL; URLs are kept, without a trailing slash."""
-    if "://" not in url:
-        return Path(url).expanduser().resolve().as_uri()
+    """A local path is kept as given, made absolute (a file:// URL becomes its path, %-escapes decoded);
+    other URLs are kept, without a trailing slash."""
+    parts = urlsplit(url)
+    if "://" not in url or parts.scheme == "file":
+        path = unquote(parts.path) if "://" in url else url
+        return os.path.abspath(os.path.expanduser(path))
     return url.rstrip("/")
 
 
@@ -30,6 +32,8 @@ class Storage:
         if parts.scheme == "hdfs":
             self.fs, self.base = hdfs.HdfsFileSystem(parts.hostname, parts.port, **(options or {})), parts.path
             self.options = {hdfs.HTTP_ADDRESS: self.fs.http_address}
+        elif self.url.startswith("/"):
+            self.fs, self.base, self.options = LocalFileSystem(), self.url, {}
         else:
             self.fs, self.base = fsspec.core.url_to_fs(self.url, **(options or {}))
             self.options = options or {}
@@ -45,8 +49,12 @@ class Storage:
         return f"{self.base}/{rel}" if rel else self.base
 
     def uri(self, rel: str) -> str:
-        """Full URL of a relative path, as Spark wants it."""
-        return f"{self.url}/{rel}"
+        """Full URL of a relative path, as Spark wants it (Hadoop's paths take local names unescaped)."""
+        return f"file://{self.path(rel)}" if self.local else f"{self.url}/{rel}"
+
+    def where(self, rel: str) -> str:
+        """A relative path as a person would name it: a local path, or a URL."""
+        return self.path(rel) if self.local else self.uri(rel)
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))

@@ -1,6 +1,7 @@
 """Verification of committed stages, and the repair plan for what fails it."""
 from __future__ import annotations
 
+from pipeline.manifest import DamagedEntry
 from pipeline.storage import Storage
 
 
@@ -25,7 +26,11 @@ def verify(run, keys=None) -> dict[str, list[str]]:
     """Problems of each committed stage (retired outputs are not checked); only stages with problems."""
     problems = {}
     for key in keys if keys is not None else run.manifest.keys():
-        entry = run.manifest.get(key)
+        try:
+            entry = run.manifest.get(key)
+        except DamagedEntry as e:
+            problems[key] = [f"{e.rel}: unreadable manifest entry"]
+            continue
         gone = run.retention.retired_outputs(key)
         found = [p for o, files in entry["outputs"].items() if o not in gone
                  for p in (check_file(run.storage, f) for f in files) if p]
@@ -38,7 +43,7 @@ def dependents(run, keys) -> set[str]:
     """The given stages and every committed stage that reads them, directly or not."""
     readers: dict[str, set[str]] = {}
     for key in run.manifest.keys():
-        for dep in run.manifest.get(key).get("inputs", []):
+        for dep in (run.manifest.readable(key) or {}).get("inputs", []):
             readers.setdefault(dep, set()).add(key)
     found, todo = set(), list(keys)
     while todo:

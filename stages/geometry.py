@@ -26,6 +26,19 @@ class Geometry:
     pool_stride: int
     classes: int
 
+    def check(self) -> None:
+        """Raise ValueError naming the first layer whose window does not fit its input."""
+        try:
+            conv = self.conv
+        except ValueError:
+            raise ValueError(f"conv: a {self.kernel}x{self.kernel} kernel (model.kernel) does not fit the "
+                             f"{self.height}x{self.width} input with padding {self.padding}") from None
+        try:
+            self.pool
+        except ValueError:
+            raise ValueError(f"pool: a {self.pool_size}x{self.pool_size} window (model.pool_size) does not fit "
+                             f"the {conv[0]}x{conv[1]} output of the convolution") from None
+
     @property
     def image(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)

@@ -54,10 +54,10 @@ def forward_stage(inputs, ctx) -> StageResult:
 def backward_stage(inputs, ctx) -> StageResult:
     """fc_bwd(dx) + pool_fwd(argmax), or relu_fwd(out) to recompute it -> pool_bwd(dx)."""
     g = ctx.geometry
-    if ctx.cache["pool_argmax"] == "recompute":
-        argmax = forward(tensor(inputs["relu_fwd"], "out"), layer_params(ctx))[1]["argmax"]
-    else:
+    if "pool_fwd" in inputs:
         argmax = tensor(inputs["pool_fwd"], "argmax")
+    else:
+        argmax = forward(tensor(inputs["relu_fwd"], "out"), layer_params(ctx))[1]["argmax"]
     cache = {"argmax": argmax, "input_shape": (argmax.shape[0], *g.conv), **layer_params(ctx)}
     dx, _ = backward(tensor(inputs["fc_bwd"], "dx"), cache)
     return StageResult({"out": per_image_table(ctx, "pool_bwd", inputs["fc_bwd"], dx=dx)})

@@ -36,12 +36,12 @@ def forward_stage(inputs, ctx) -> StageResult:
 
 
 def stored_mask(table, ctx) -> np.ndarray:
-    """The ReLU mask as the cache policy kept it: a bitmask, a byte per element, or recomputed from the output."""
-    policy = ctx.cache["relu_mask"]
-    if policy == "recompute":
+    """The ReLU mask as the table holds it, whatever the policy now: a bitmask, a byte per element,
+    or no mask (recomputed from the output)."""
+    if "mask" not in table.column_names:
         return tensor(table, "out") > 0
     mask = tensor(table, "mask")
-    return unpack_mask(mask, ctx.geometry.conv) if policy == "bitmask" else mask.view(bool)
+    return mask.view(bool) if mask.shape[1:] == ctx.geometry.conv else unpack_mask(mask, ctx.geometry.conv)
 
 
 def backward_stage(inputs, ctx) -> StageResult:

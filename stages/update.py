@@ -53,7 +53,7 @@ def sum_shard_grads(tables) -> dict[str, np.ndarray]:
 
 def update_stage(inputs, ctx) -> StageResult:
     """fc_bwd(grads) + conv_bwd(grads), each a list of shard tables in shard order, + velocity
-    -> the next params and velocity."""
+    -> the next params and velocity, and whether they are all finite."""
     grads = sum_shard_grads([*inputs["fc_bwd"], *inputs["conv_bwd"]])
     missing = sorted(set(ctx.params) - set(grads))
     if missing:
@@ -62,5 +62,6 @@ def update_stage(inputs, ctx) -> StageResult:
     params, velocity = sgd_step(ctx.params, table_to_arrays(inputs["velocity"]), grads,
                                 h["learning_rate"], h["momentum"], h["weight_decay"])
     version = h.get("iteration")
+    finite = all(np.isfinite(a).all() for a in (*params.values(), *velocity.values()))
     return StageResult({"params": arrays_to_table(params, "params", version),
-                        "velocity": arrays_to_table(velocity, "velocity", version)})
+                        "velocity": arrays_to_table(velocity, "velocity", version)}, {"params_finite": bool(finite)})

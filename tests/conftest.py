@@ -32,6 +32,13 @@ def wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 18
         time.sleep(0.2)
 
 
+def assert_bitwise_equal(p: dict, q: dict) -> None:
+    """Two sets of named arrays are the same, bit for bit."""
+    assert set(p) == set(q)
+    for name in p:
+        assert p[name].tobytes() == q[name].tobytes(), name
+
+
 def kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 180) -> None:
     """Wait until the process pauses at its failpoint, then SIGKILL its whole process group."""
     wait_until(proc, marker.exists, "its failpoint", timeout)

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import config, faults, graph
 from pipeline.run import Run
-from tests.conftest import kill_when_paused, wait_until
+from tests.conftest import assert_bitwise_equal, kill_when_paused, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +52,6 @@ def run_ok(args: list[str], tmp: Path, failpoints: str = "") -> str:
 
 def final_params(root: Path) -> dict:
     return Run.open(str(root)).params_at(ITERATIONS)
-
-
-def assert_bitwise_equal(p, q):
-    assert set(p) == set(q)
-    for name in p:
-        assert p[name].tobytes() == q[name].tobytes(), name
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +175,27 @@ def test_config_changes_on_resume(spark, tmp_path, uninterrupted):
     assert_bitwise_equal(new.params_at(3), Run.open(str(root)).params_at(3))
     assert new.iterations_done() == 4
     assert not any(k.startswith("i000002") for k in new.manifest.keys())
+
+
+@pytest.mark.parametrize("signum, whole_group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["sigterm", "ctrl-c"])
+def test_a_signal_mid_stage_ends_like_a_failure(tmp_path, uninterrupted, signum, whole_group):
+    """SIGTERM to the driver, or Ctrl-C (SIGINT to the terminal's whole process group): one message, the
+    lock released, nothing of the stage committed, and resume ends bitwise equal."""
+    root = tmp_path / "signalled"
+    key = graph.iteration_key(1, "relu_fwd")
+    proc, marker = start(train_args(root), tmp_path, f"in-task:{key}=pause")
+    wait_until(proc, marker.exists, "its failpoint")
+    if whole_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    rc, out, err = finish(proc, timeout=120)
+    assert rc == 128 + signum
+    url = Run.open(str(root)).storage.url
+    assert err.splitlines() == [f"error: interrupted by {signal.Signals(signum).name} during stage {key} (not committed)",
+                                f"run root: {url}", f"to continue: sparkcnn resume --run-root {url}"], err
+    assert list((root / "lock").iterdir()) == []
+    assert not Run.open(str(root)).manifest.committed(key)
+    run_ok(["resume", "--run-root", str(root)], tmp_path)
+    assert_bitwise_equal(final_params(root), uninterrupted)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("retention") / "run"
     settings = ["train.batch_size=500", "train.shard_size=250", "run.keep_iterations=2",
-                "run.checkpoint_every=3", "run.inspect_iterations=[1]", f'run.root="{root}"']
+                "run.checkpoint_every=5", "run.inspect_iterations=[1]", f'run.root="{root}"']
     run = Run(config.load(overrides=settings))
     run.save_config()
     run.train(spark, 6)
@@ -29,11 +29,13 @@ def test_only_recent_and_inspected_iterations_keep_their_stage_outputs(run):
 
 def test_checkpoint_policy(run):
     kept = run.storage.listdir("params")
-    # init, the inspected iteration's result, a checkpoint (every 3), an epoch end (4 per epoch), the last K + 1
-    assert kept == ["v000000", "v000002", "v000003", "v000004", "v000005", "v000006"]
-    run.params_at(3)
-    with pytest.raises(RunError, match="checkpoint policy"):
-        run.params_at(1)
+    # init, the inspected iteration's start and result, an epoch end (4 per epoch), a checkpoint (every 5),
+    # and the start and results of the last K iterations
+    assert kept == ["v000000", "v000001", "v000002", "v000004", "v000005", "v000006"]
+    assert run.kept_params() == [0, 1, 2, 4, 5, 6]
+    run.params_at(1)
+    with pytest.raises(RunError, match="removed by the checkpoint policy.*kept here: after 0, 1, 2, 4, 5, 6"):
+        run.params_at(3)
 
 
 def test_disk_use_is_bounded_by_the_window(run):

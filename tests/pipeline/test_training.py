@@ -12,6 +12,7 @@ from pipeline.cli import main
 from pipeline.run import Run
 from schemas.tables import spec
 from stages import conv, fc, loss, pool, relu, update
+from tests.conftest import assert_bitwise_equal
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +40,6 @@ def runs(spark, tmp_path_factory):
 
 def params_after(run, iteration=ITERATIONS):
     return run.latest_params(iteration)[1]
-
-
-def assert_bitwise_equal(p, q):
-    assert set(p) == set(q)
-    for name in p:
-        assert p[name].tobytes() == q[name].tobytes(), name
 
 
 def test_same_config_and_seed_give_bitwise_identical_parameters(runs):
@@ -267,3 +262,23 @@ def test_cache_policies_change_bytes_not_results(spark, tmp_path, runs, policy):
     else:
         for stage in ("relu_fwd", "pool_fwd", "pool_bwd", "relu_bwd"):
             assert stage_bytes(run, stage) < stage_bytes(base, stage), stage
+
+
+DEFAULT_DIGEST = "fc8baf2210ff7a49846a52f91ee6cf4777df22ab9643270dc7316fb46c9e3e7b"
+
+
+def test_default_config_gives_the_recorded_parameters(spark, tmp_path):
+    """The reference network's parameters after 3 iterations of the default config on the embedded sample,
+    as a digest recorded from the code before any refactor (values and shapes in the order of their sorted
+    names, so that renaming the layers keeps it): a refactor must keep them bit for bit."""
+    import hashlib
+
+    run = Run(config.load(overrides=[f'run.root="{tmp_path / "default"}"']))
+    run.save_config()
+    run.train(spark, 3)
+    params = run.params_at(3)
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(repr(params[name].shape).encode())
+        digest.update(params[name].tobytes())
+    assert digest.hexdigest() == DEFAULT_DIGEST

@@ -1,0 +1,9 @@
+"""Errors a person can act on: the message says what is wrong and, where it helps, what to do."""
+from __future__ import annotations
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on as asked; the message says why. `resumable`: whether
+    `sparkcnn resume` can continue it once the cause is gone."""
+
+    resumable = False
