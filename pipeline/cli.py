@@ -273,7 +273,7 @@ def sql_prompt(spark, run: Run, sources) -> int:
             line = input("sparkcnn> " if not buffer else "      ...> ")
         except EOFError:
             break
-        except signals.Interrupted:
+        except (signals.Interrupted, KeyboardInterrupt):
             print()
             buffer = []
             signals.clear()
@@ -288,11 +288,9 @@ def sql_prompt(spark, run: Run, sources) -> int:
                 print(note)
             try:
                 print(sql.aligned(spark.sql(query).toArrow()))
-            except signals.Interrupted:
-                print("query stopped")
+            except (Exception, signals.Interrupted) as e:
+                print("query stopped" if signals.settle() else f"error: {sql_error(e)}")
                 signals.clear()
-            except Exception as e:
-                print(f"error: {sql_error(e)}")
     if readline is not None:
         readline.write_history_file(history)
     return 0
@@ -443,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except (Exception, signals.Interrupted, KeyboardInterrupt) as e:
-        if isinstance(e, KeyboardInterrupt):
-            e = signals.Interrupted(signal.SIGINT)
+        e = signals.settle() or (signals.Interrupted(signal.SIGINT) if isinstance(e, KeyboardInterrupt) else e)
         if not isinstance(e, (signals.Interrupted, *EXPECTED)) and os.environ.get("SPARKCNN_DEBUG"):
             raise
         return report_failure(args, run, e)

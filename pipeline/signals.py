@@ -1,6 +1,6 @@
-"""SIGINT and SIGTERM end a command like any other failure: an Interrupted exception in the main thread,
-Spark's jobs cancelled, so that locks are released and the resume command is printed. A second signal
-while the first is being handled ends the process at once."""
+"""SIGINT and SIGTERM end a command like any other failure: Spark's jobs are cancelled and an Interrupted
+exception is raised in the main thread as soon as it is outside a call to the JVM, so that locks are
+released and the resume command is printed. A second signal while the first is handled ends the process."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,7 @@ import signal
 import threading
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+RECHECK_S = 0.05
 
 
 class Interrupted(BaseException):
@@ -50,8 +51,15 @@ def received() -> Interrupted | None:
     return Interrupted(_State.received) if _State.received is not None else None
 
 
+def settle() -> Interrupted | None:
+    """Stop waiting to raise (the interruption is being handled); returns it, if a signal came."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    return received()
+
+
 def clear() -> None:
     """The interruption was dealt with (an interactive prompt goes on); the next signal interrupts again."""
+    settle()
     _State.received = None
 
 
@@ -60,8 +68,32 @@ def _handle(signum, frame) -> None:
         os._exit(128 + signum)
     _State.received = signum
     if _State.spark_context is not None:
-        try:
-            _State.spark_context.cancelAllJobs()
-        except Exception:
-            pass
-    raise Interrupted(signum)
+        threading.Thread(target=_cancel_jobs, args=(_State.spark_context,), daemon=True).start()
+    _raise_outside_py4j(frame)
+
+
+def _cancel_jobs(spark_context) -> None:
+    try:
+        spark_context.cancelAllJobs()
+    except Exception:
+        pass
+
+
+def _raise_outside_py4j(frame) -> None:
+    """Raise Interrupted now, unless the main thread is inside a call to the JVM: raising there would
+    leave the JVM connection half read. Then look again shortly; the cancelled jobs end such calls."""
+    if _State.received is None:
+        return
+    if _in_py4j(frame):
+        signal.signal(signal.SIGALRM, lambda _, later: _raise_outside_py4j(later))
+        signal.setitimer(signal.ITIMER_REAL, RECHECK_S)
+        return
+    raise Interrupted(_State.received)
+
+
+def _in_py4j(frame) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("py4j."):
+            return True
+        frame = frame.f_back
+    return False

@@ -92,6 +92,7 @@ def _launch_quiet_gateway(settings: dict) -> None:
     with os.fdopen(handle, "wb") as log:
         gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
     SparkContext._ensure_initialized(gateway=gateway)
+    logging.getLogger().addHandler(logging.FileHandler(Console.jvm_log))  # py4j logs its errors on the root
 
 
 def active_context():

@@ -336,3 +336,54 @@ def test_damaged_lock_and_retention_records_are_named_or_rebuilt(trained, capsys
     record.write_bytes(b"\x00")
     assert main(["status", "--run-root", root, "--verify"]) == 0
     assert json.loads(record.read_text())["outputs"] == ["out"]
+
+
+def test_ctrl_c_in_the_sql_prompt_stops_the_query_and_the_prompt_goes_on(trained):
+    import pty
+    import select
+    import signal
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", "sql", "--run-root", trained.storage.url])
+    screen = bytearray()
+
+    def read(until: bytes, count: int = 1, timeout: float = 120) -> None:
+        """Read the terminal until `until` has appeared `count` times in all."""
+        deadline = time.monotonic() + timeout
+        while screen.count(until) < count and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    screen.extend(os.read(fd, 65536))
+                except OSError:
+                    break
+        assert screen.count(until) >= count, screen.decode(errors="replace")
+
+    done = (0, 0)
+    try:
+        read(b"sparkcnn> ")
+        os.write(fd, b"SELECT SUM(tensor_channel_zeros(out, 'float32', 32, 1)) FROM relu_fwd "
+                     b"CROSS JOIN (SELECT explode(sequence(1, 100000)));\n")
+        time.sleep(3)
+        os.write(fd, b"\x03")
+        read(b"query stopped")
+        read(b"sparkcnn> ", 2)
+        os.write(fd, b"SELECT COUNT(*) AS n FROM conv_fwd;\n")
+        read(b"(1 row)")
+        read(b"sparkcnn> ", 3)
+        os.write(fd, b"half a statement")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")
+        read(b"sparkcnn> ", 4)
+        os.write(fd, b"quit\n")
+        deadline = time.monotonic() + 60
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done[0] == pid, "the prompt did not end on quit"
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        if done[0] != pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert b"Traceback" not in screen and b"error" not in screen
