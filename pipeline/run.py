@@ -487,7 +487,7 @@ class Run:
     def _stage_def(self, stage: str, t: int) -> graph.StageDef:
         """A stage of iteration t, reading its inputs as the policies they were written with hold them."""
         written = {}
-        for source in graph.ITERATION_STAGES:
+        for source in graph.ITERATION_STAGES[:graph.ITERATION_STAGES.index(stage)]:
             entry = self.manifest.get(graph.iteration_key(t, source))
             if entry is not None and "cache" in entry:
                 written[source] = entry["cache"]
