@@ -378,13 +378,13 @@ def cmd_status(args, run: Run) -> int:
         nxt = run.next_stage()
         print(stage_arguments(nxt) if nxt else "")
         return 0
-    if not args.verify:
-        report_status(run)
-        return 0
     try:
         report_status(run)
     except DamagedEntry:
-        pass
+        if not args.verify:
+            raise
+    if not args.verify:
+        return 0
     problems = run.verify()
     for key, found in problems.items():
         print(f"verify: {key}: {'; '.join(found)}")

@@ -220,8 +220,8 @@ class Run:
     def train(self, spark, iterations: int = 0, on_stage=None, before_stage=None) -> list[StageOutcome]:
         """Run every uncommitted stage in order; stop before iteration `iterations` when given.
         before_stage(run, key) and on_stage(run, outcome) are called around each stage."""
-        if self.divergence():
-            raise self._diverged(self.divergence())
+        if diverged := self.divergence():
+            raise self._diverged(diverged)
         outcomes = []
         while (key := self.next_stage()) is not None:
             if iterations and key not in graph.SETUP_STAGES and self.schedule().first_iteration_needing(key) > iterations:
@@ -556,16 +556,16 @@ class Run:
         units = self._batch_units(t)
         ctx = self.context(self.params_at(t), self.schedule().batch_images(t))
         start = time.perf_counter()
+        inspect_dir = f"iterations/i{t:06d}" if self.cfg.run.mode == "fused" and self.inspected(t) else None
         if self.cfg.run.mode == "memory":
             result = modes.memory_iteration(spark, self.storage, units, ctx, self.cfg.spark.partitions)
         else:
-            inspect_dir = f"iterations/i{t:06d}" if self.inspected(t) else None
             result = modes.fused_iteration(spark, self._run_task, self.storage, units, ctx, key, inspect_dir)
             wall, busy = time.perf_counter() - start, sum(result["seconds"].values()) or 1.0
             result["seconds"] = {s: v * wall / busy for s, v in result["seconds"].items()}
-            self._check_finite(key, t, result["values"])
-            if inspect_dir:
-                self._commit_inspection(t, result["files"], result["values"])
+        self._check_finite(key, t, result["values"])
+        if inspect_dir:
+            self._commit_inspection(t, result["files"], result["values"])
         update_start = time.perf_counter()
         outputs = self._driver_update(t, result["grads"])
         entry = self._entry(key, deps, {}, outputs, result["values"])

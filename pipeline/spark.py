@@ -38,7 +38,7 @@ def jvm_log_tail(limit: int = 200_000) -> str:
 def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None):
     """Get or create the SparkSession for a config; executors run this interpreter. Spark's own
     console output (the JVM's messages, log4j, stage progress bars, pyspark's error logs) is quiet
-    unless verbose; then it goes to a file whose end `jvm_log_tail` returns."""
+    unless verbose: it goes to a file whose end `jvm_log_tail` returns."""
     verbose = Console.verbose if verbose is None else verbose
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

@@ -176,7 +176,7 @@ def test_shard_sizes_that_do_not_divide_the_batch_are_announced():
     assert "exceeds train.batch_size=100" in large
 
 
-@pytest.mark.parametrize("mode", ["staged", "fused"])
+@pytest.mark.parametrize("mode", ["staged", "fused", "memory"])
 def test_a_diverging_run_stops_at_that_iteration_and_a_branch_goes_on(spark, tmp_path, capsys, mode):
     root = new_run(tmp_path / "diverged", "train.learning_rate=1e30", f"run.mode={mode!r}").storage.url
     assert main(["resume", "--run-root", root, "--iterations", "3"]) == 2
