@@ -16,17 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, graph, ingest
+from pipeline import config, ingest, modes
 from pipeline.config import Config
-from pipeline.run import Run, resolve_data_path
+from pipeline.run import Run, network_for, resolve_data_path
+from schemas.network import Network
 from schemas.tables import spec
-from stages import conv, network, update
-from stages.network import geometry_of
-from stages.tabular import StageContext
+from stages import network, update
+from stages.tabular import StageContext, normalize
 
-FORWARD = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss")
-BACKWARD = ("fc_bwd", "pool_bwd", "relu_bwd", "conv_bwd")
-MODES = ("staged", "memory", "fused")
+MODES = tuple(modes.MODES)
 CACHE_VARIANTS = {
     "default (bitmask, int8)": [],
     "relu mask as bytes": ["cache.relu_mask='bytes'"],
@@ -91,15 +89,15 @@ class PeakMemory:
 
 def load_batch(cfg: Config, images: int):
     """The first `images` training images, normalised, with labels, and the channel stats."""
-    g = geometry_of(cfg.model)
-    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), g)
+    net = network_for(cfg)
+    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), net)
     train = [tables[n] for n in ingest.TRAIN_BATCHES]
-    pixels = np.concatenate([spec(g, "images", "pixels").decode(t.column("pixels")) for t in train])[:images]
+    pixels = np.concatenate([spec(net, "images", "pixels").decode(t.column("pixels")) for t in train])[:images]
     labels = np.concatenate([t.column("label").to_numpy() for t in train])[:images]
     if labels.size < images:
         raise ValueError(f"the data has {labels.size} training images, fewer than the {images} asked for")
     mean, std = stats.column("mean").to_numpy(), stats.column("std").to_numpy()
-    return conv.normalize(pixels, mean, std), labels, g
+    return normalize(pixels, mean, std), labels, net
 
 
 def ingest_count(cfg: Config) -> int:
@@ -107,14 +105,15 @@ def ingest_count(cfg: Config) -> int:
     return sum(len(ingest.decode_batch(n, raw[n])[1]) for n in ingest.TRAIN_BATCHES)
 
 
-def bench_numpy(cfg: Config, x, labels, g, repeat: int) -> Row:
-    params = update.init_params(g.param_shapes, cfg.train.seed)
+def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
+    params = update.init_params(net, cfg.train.seed)
     velocity = {n: np.zeros_like(p) for n, p in params.items()}
     timings = []
-    for _ in range(repeat + 1):
-        ctx = StageContext(g, params, normalizer=labels.size)
+    ids = np.arange(labels.size)
+    for t in range(repeat + 1):
+        ctx = StageContext(net, params, normalizer=labels.size, seed=cfg.train.seed)
         t0 = time.perf_counter()
-        _, caches = network.forward(x, labels, ctx)
+        _, caches = network.forward(x, labels, ctx, (t, ids))
         t1 = time.perf_counter()
         grads = network.backward(caches, ctx)
         t2 = time.perf_counter()
@@ -125,18 +124,37 @@ def bench_numpy(cfg: Config, x, labels, g, repeat: int) -> Row:
     return Row("numpy (1 process)", labels.size, f, b, u)
 
 
-def bench_torch(cfg: Config, x, labels, g, repeat: int, device: str) -> Row | None:
+def torch_model(net: Network):
+    """The network as a torch.nn.Sequential on NCHW images; fc layers flatten in NHWC order, as sparkcnn does."""
+    import torch
+
+    class FlattenNHWC(torch.nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x
+
+    modules = []
+    for layer in net.layers:
+        if layer.type == "conv":
+            modules.append(torch.nn.Conv2d(layer.in_shape[2], layer["filters"], layer["kernel"], layer["stride"],
+                                           layer["padding"]))
+        elif layer.type == "fc":
+            modules += [FlattenNHWC(), torch.nn.Linear(layer.param_shapes["w"][0], layer["units"])]
+        else:
+            modules.append({"relu": lambda: torch.nn.ReLU(),
+                            "max_pool": lambda: torch.nn.MaxPool2d(layer["size"], layer["stride"]),
+                            "avg_pool": lambda: torch.nn.AvgPool2d(layer["size"], layer["stride"]),
+                            "dropout": lambda: torch.nn.Dropout(layer["rate"])}[layer.type]())
+    return torch.nn.Sequential(*modules)
+
+
+def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) -> Row | None:
     try:
         import torch
     except ImportError:
         return None
     if device == "cuda" and not torch.cuda.is_available():
         return None
-    m = cfg.model
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(g.channels, m.filters, m.kernel, m.stride, m.padding), torch.nn.ReLU(),
-        torch.nn.MaxPool2d(m.pool_size, m.pool_stride), torch.nn.Flatten(), torch.nn.Linear(g.fc_inputs, m.classes),
-    ).to(device)
+    net = torch_model(net).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.train.learning_rate, momentum=cfg.train.momentum,
                           weight_decay=cfg.train.weight_decay)
     xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
@@ -179,7 +197,9 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
     per_stage = {s: statistics.median(m["seconds"] for m in rows if m["stage"] == s)
                  for s in {m["stage"] for m in rows}}
     written = statistics.median(sum(m["bytes"] for m in rows if m["iteration"] == t) for t in range(1, 1 + repeat))
-    return Row(mode, images, sum(per_stage.get(s, 0.0) for s in FORWARD), sum(per_stage.get(s, 0.0) for s in BACKWARD),
+    forward = (*run.network.forward_stages, "loss")
+    return Row(mode, images, sum(per_stage.get(s, 0.0) for s in forward),
+               sum(per_stage.get(s, 0.0) for s in run.network.backward_stages),
                per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage)
 
 
@@ -243,8 +263,8 @@ def chart(rows: list[Row], scaling: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def cache_table(variants: list[Row]) -> str:
-    cols = ("relu_fwd", "pool_fwd", "pool_bwd", "relu_bwd")
+def cache_table(variants: list[Row], net: Network) -> str:
+    cols = [s for s in net.iteration_stages if net.layer(s) and net.layer(s).type in ("relu", "max_pool")]
     lines = [f"{'policy':<28}{'total s':>9}{'MB written':>12}" + "".join(f"{c + ' s':>12}" for c in cols)]
     for r in variants:
         lines.append(f"{r.name:<28}{r.total:>9.3f}{r.bytes_written / 1e6:>12.1f}"
@@ -258,25 +278,25 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
 
     out.mkdir(parents=True, exist_ok=True)
     work = out / "runs"
-    x, labels, g = load_batch(cfg, images)
+    x, labels, net = load_batch(cfg, images)
     available = ingest_count(cfg)
     skipped = [n for n in [*scaling, *epoch_sizes] if n > available]
     scaling = [n for n in scaling if n <= available]
     epoch_sizes = [n for n in epoch_sizes if n <= available]
     rows = []
-    torch_cpu = bench_torch(cfg, x[:images], labels[:images], g, repeat, "cpu") if torch else None
-    for r in (torch_cpu, bench_torch(cfg, x[:images], labels[:images], g, repeat, "cuda") if torch else None):
+    torch_cpu = bench_torch(cfg, x[:images], labels[:images], net, repeat, "cpu") if torch else None
+    for r in (torch_cpu, bench_torch(cfg, x[:images], labels[:images], net, repeat, "cuda") if torch else None):
         if r:
             rows.append(r)
             print(table([r], torch_cpu).splitlines()[-1], flush=True)
-    rows.append(bench_numpy(cfg, x[:images], labels[:images], g, repeat))
+    rows.append(bench_numpy(cfg, x[:images], labels[:images], net, repeat))
     print(table(rows[-1:], torch_cpu).splitlines()[-1], flush=True)
     del x
     spark = session(cfg)
-    modes = [(m, work / f"{m}-{images}", []) for m in MODES]
+    benched = [(m, work / f"{m}-{images}", []) for m in MODES]
     if hdfs_root:
-        modes.insert(1, ("staged", f"{hdfs_root.rstrip('/')}/bench-{images}-{time.time_ns()}", []))
-    for mode, root, extra in modes:
+        benched.insert(1, ("staged", f"{hdfs_root.rstrip('/')}/bench-{images}-{time.time_ns()}", []))
+    for mode, root, extra in benched:
         row = bench_mode(spark, cfg, mode, images, repeat, Path(root) if "://" not in str(root) else root, extra)
         if "://" in str(root):
             row.name = "staged on hdfs"
@@ -320,9 +340,9 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     if "hdfs_to_staged" in result["ratios"]:
         print(f"staged on hdfs / staged: {result['ratios']['hdfs_to_staged']:.2f}, "
               f"staged on hdfs / memory: {result['ratios']['hdfs_to_memory']:.2f}")
-    print("\nseconds per stage and iteration:\n" + stage_profile(rows))
+    print("\nseconds per stage and iteration:\n" + stage_profile(rows, net))
     if variants:
-        print("\ncache policies (staged mode):\n" + cache_table(variants))
+        print("\ncache policies (staged mode):\n" + cache_table(variants, net))
     if skipped:
         print(f"sizes {skipped} skipped: the data has only {available} training images")
     if not torch_cpu:
@@ -331,11 +351,12 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     return result
 
 
-def stage_profile(rows: list[Row]) -> str:
+def stage_profile(rows: list[Row], net: Network) -> str:
     """Seconds per stage for each Spark mode, for the README's per-stage profile."""
     spark_rows = [r for r in rows if r.stages]
-    stages = [s for s in graph.ITERATION_STAGES if any(s in r.stages for r in spark_rows)]
-    lines = [f"{'stage':<10}" + "".join(f"{r.name:>16}" for r in spark_rows)]
+    stages = [s for s in net.iteration_stages if any(s in r.stages for r in spark_rows)]
+    width = max(10, *(len(s) + 2 for s in stages))
+    lines = [f"{'stage':<{width}}" + "".join(f"{r.name:>16}" for r in spark_rows)]
     for s in stages:
-        lines.append(f"{s:<10}" + "".join(f"{r.stages.get(s, 0.0):>16.3f}" for r in spark_rows))
+        lines.append(f"{s:<{width}}" + "".join(f"{r.stages.get(s, 0.0):>16.3f}" for r in spark_rows))
     return "\n".join(lines)

@@ -9,8 +9,6 @@ import pyarrow.ipc as ipc
 from pipeline import graph
 from stages.tabular import StageContext, StageResult
 
-BACKWARD_STAGES = graph.ITERATION_STAGES[:-1]
-
 
 def to_ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
@@ -23,24 +21,30 @@ def from_ipc(data: bytes) -> pa.Table:
     return ipc.open_stream(data).read_all()
 
 
-def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]], cache: dict) -> dict:
+def shard_stages(ctx: StageContext) -> tuple[str, ...]:
+    """The stages of an iteration that run on a shard: all but the update."""
+    return ctx.network.iteration_stages[:-1]
+
+
+def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> dict:
     """A stage's inputs, taken from the tables earlier stages produced, projected as staged mode reads them."""
     inputs = {}
-    for name, inp in graph.stage_def(stage, cache).inputs.items():
+    for name, inp in ctx.network.stage_def(stage, ctx.cache).inputs.items():
         table = produced[inp.source][inp.output]
         inputs[name] = table.select(list(inp.columns)) if inp.columns else table
     return inputs
 
 
 def run_stage(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> StageResult:
-    return graph.resolve(graph.STAGE_DEFS[stage].function)(stage_inputs(stage, produced, ctx.cache), ctx)
+    function = graph.resolve(ctx.network.stage_def(stage, ctx.cache).function)
+    return function(stage_inputs(stage, produced, ctx), ctx.at(stage))
 
 
-def run_chain(batch: pa.Table, ctx: StageContext, stages=BACKWARD_STAGES):
+def run_chain(batch: pa.Table, ctx: StageContext):
     """Every stage of an iteration but the update on one shard: (tables by stage, values, seconds by stage)."""
     produced = {"batches": {graph.PER_IMAGE: batch}}
     values, seconds = {}, {}
-    for stage in stages:
+    for stage in shard_stages(ctx):
         start = time.perf_counter()
         result = run_stage(stage, produced, ctx)
         seconds[stage] = time.perf_counter() - start

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, graph, signals
+from pipeline import config, graph, layout, signals
 from pipeline import spark as spark_mod
 from pipeline.config import ConfigError
 from pipeline.ingest import DataError
@@ -22,7 +22,6 @@ from pipeline.manifest import DamagedEntry
 from pipeline.progress import Progress
 from pipeline.run import Run, RunError, StageFailed, failure_reason
 
-LOG_DIR = "logs"
 FLAG_KEYS = {
     "data": "data.path",
     "run_root": "run.root",
@@ -59,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train from a config, every layer a Spark stage")
     _add_config_flags(train, training=True)
     stage = sub.add_parser("stage", help="run one stage of a run")
-    stage.add_argument("name", help=f"one of {', '.join((*graph.SETUP_STAGES, 'batches', 'evaluate', *graph.ITERATION_STAGES))}")
+    stage.add_argument("name", help=f"one of {', '.join((*graph.SETUP_STAGES, 'batches', 'evaluate'))} or an "
+                                    f"iteration stage of the network (`sparkcnn status` lists them: conv1_fwd, "
+                                    f"relu1_fwd, ..., loss, ..., conv1_bwd, update)")
     stage.add_argument("--iteration", type=int, help="iteration of an iteration stage")
     stage.add_argument("--epoch", type=int, help="epoch of a batches or evaluate stage")
     _add_config_flags(stage, training=False)
@@ -150,7 +151,7 @@ def prepare(run: Run) -> None:
         removed = run.repair(problems)
         print(f"verify: {len(removed)} stage(s) will be recomputed: {', '.join(removed[:12])}"
               f"{' ...' if len(removed) > 12 else ''}", flush=True)
-    cleaned = run.retention.collect()
+    cleaned = run.collect_garbage()
     if cleaned["orphans"]:
         print(f"removed {cleaned['orphans']} uncommitted file(s) of dead attempts "
               f"({cleaned['bytes'] / 1e6:.1f} MB)", flush=True)
@@ -175,9 +176,9 @@ def cmd_train(args, run: Run) -> int:
     return 0
 
 
-def stage_key(args) -> str:
+def stage_key(args, run: Run) -> str:
     name = args.name
-    if name in graph.ITERATION_STAGES:
+    if name in run.network.iteration_stages:
         if args.iteration is None:
             raise RunError(f"stage {name} needs --iteration N")
         return graph.iteration_key(args.iteration, name)
@@ -187,13 +188,13 @@ def stage_key(args) -> str:
         return graph.batches_key(args.epoch) if name == "batches" else graph.eval_key(args.epoch)
     if name in graph.SETUP_STAGES:
         return name
-    raise RunError(f"unknown stage {name!r}")
+    raise RunError(f"unknown stage {name!r}; this run's iteration stages: {', '.join(run.network.iteration_stages)}")
 
 
 def cmd_stage(args, run: Run) -> int:
     from pipeline.spark import session
 
-    key = stage_key(args)
+    key = stage_key(args, run)
     if key not in run.plan():
         raise RunError(f"stage {key} is not part of this run's plan")
     with RunLock(run.storage):
@@ -320,7 +321,7 @@ def cmd_predict(args, run: Run) -> int:
     from pipeline.predict import load_checkpoint, load_image, predict_arrays
 
     _, params = load_checkpoint(run, args.checkpoint, args.iteration)
-    size = run.geometry.image[:2]
+    size = run.network.image[:2]
     readable, images = [], []
     for path in args.images:
         try:
@@ -341,7 +342,7 @@ def cmd_predict(args, run: Run) -> int:
 
 def cmd_gc(args, run: Run) -> int:
     with RunLock(run.storage):
-        done = run.retention.collect()
+        done = run.collect_garbage()
     print(f"gc: removed {done['orphans']} file(s) no committed stage owns ({done['bytes'] / 1e6:.1f} MB); "
           f"retention applied (keep_iterations={run.cfg.run.keep_iterations}, "
           f"checkpoint_every={run.cfg.run.checkpoint_every})")
@@ -350,6 +351,8 @@ def cmd_gc(args, run: Run) -> int:
 
 def report_status(run: Run) -> None:
     print(f"run root {run.storage.url} (mode {run.cfg.run.mode})")
+    print(f"network: {'x'.join(map(str, run.network.image))} -> {run.network.describe()}")
+    print(f"stages of an iteration: {' '.join(run.network.iteration_stages)}")
     if run.manifest.committed("ingest"):
         sched = run.schedule()
         print(f"iterations done {run.iterations_done()} of {sched.total_iterations} "
@@ -366,7 +369,7 @@ def report_status(run: Run) -> None:
 
 
 def stage_arguments(key: str) -> str:
-    """A stage key as `sparkcnn stage` arguments, e.g. i000003.relu_fwd -> relu_fwd --iteration 3."""
+    """A stage key as `sparkcnn stage` arguments, e.g. i000003.relu1_fwd -> relu1_fwd --iteration 3."""
     stage, epoch, iteration = graph.parse_key(key)
     if iteration is not None:
         return f"{stage} --iteration {iteration}"
@@ -440,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # the reader of our output went away (`| head`): not a failure of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (Exception, signals.Interrupted, KeyboardInterrupt) as e:
         e = signals.settle() or (signals.Interrupted(signal.SIGINT) if isinstance(e, KeyboardInterrupt) else e)
         if not isinstance(e, (signals.Interrupted, *EXPECTED)) and os.environ.get("SPARKCNN_DEBUG"):
@@ -484,7 +490,7 @@ def write_failure_log(args, run: Run | None, error: BaseException) -> str:
     """Write the full trace (and what Spark's JVM printed) to logs/ under the run root, or to a
     temporary file when there is no usable run root; returns where it went."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    name = f"{stamp}-{os.getpid()}-{args.command}.log"
+    path = layout.log_file(stamp, os.getpid(), args.command)
     text = "".join([f"sparkcnn {' '.join(map(shlex.quote, sys.argv[1:]))}\n\n",
                     *traceback.format_exception(type(error), error, error.__traceback__)])
     jvm = spark_mod.jvm_log_tail()
@@ -492,13 +498,13 @@ def write_failure_log(args, run: Run | None, error: BaseException) -> str:
         text += f"\n--- Spark's own output ---\n{jvm}"
     if run is not None:
         try:
-            run.storage.write_bytes(f"{LOG_DIR}/{name}", text.encode())
-            return run.storage.where(f"{LOG_DIR}/{name}")
+            run.storage.write_bytes(path, text.encode())
+            return run.storage.where(path)
         except Exception:
             pass
-    path = Path(tempfile.gettempdir()) / f"sparkcnn-{name}"
-    path.write_text(text)
-    return str(path)
+    fallback = Path(tempfile.gettempdir()) / f"sparkcnn-{path.rsplit('/', 1)[-1]}"
+    fallback.write_text(text)
+    return str(fallback)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,14 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
 from schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_CONFIG = REPO_CONF / "default.toml"
+
+
+LEGACY_MODEL_KEYS = ("filters", "kernel", "stride", "padding", "pool_size", "pool_stride", "classes")
 
 
 class ConfigError(ValueError):
@@ -25,13 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    filters: int = 32
-    kernel: int = 5
-    stride: int = 1
-    padding: int = 2
-    pool_size: int = 2
-    pool_stride: int = 2
-    classes: int = 10
+    layers: list = field(default_factory=lambda: [dict(layer) for layer in resolve_layers(DEFAULT_LAYERS)])
 
 
 @dataclass(frozen=True)
@@ -101,13 +99,6 @@ class Config:
 
     def validate(self) -> "Config":
         checks = [
-            ("model.filters", self.model.filters >= 1),
-            ("model.kernel", self.model.kernel >= 1),
-            ("model.stride", self.model.stride >= 1),
-            ("model.padding", self.model.padding >= 0),
-            ("model.pool_size", 1 <= self.model.pool_size and self.model.pool_size ** 2 <= 127),
-            ("model.pool_stride", self.model.pool_stride >= 1),
-            ("model.classes", self.model.classes == 10),
             ("train.epochs", self.train.epochs >= 1),
             ("train.batch_size", self.train.batch_size >= 1),
             ("train.shard_size", self.train.shard_size >= 1),
@@ -177,10 +168,19 @@ def from_dict(raw: dict) -> Config:
         values = dict(raw.get(f.name, {}))
         known = {x.name: x for x in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
+        if f.name == "model" and set(unknown) & set(LEGACY_MODEL_KEYS):
+            raise ConfigError(f"model.{', model.'.join(unknown)}: the model is now declared as a list of layers "
+                              f"([[model.layers]] tables, see README); this config (or run root) was written for "
+                              f"the single built-in network of an earlier sparkcnn")
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(f'{f.name}.{k}' for k in unknown)}")
         for key, value in values.items():
             values[key] = _coerce(f"{f.name}.{key}", value, getattr(cls(), key))
+        if f.name == "model" and "layers" in values:
+            try:
+                values["layers"] = [dict(layer) for layer in resolve_layers(values["layers"])]
+            except NetworkError as e:
+                raise ConfigError(str(e)) from None
         sections[f.name] = cls(**values)
     unknown_sections = sorted(set(raw) - set(sections))
     if unknown_sections:

@@ -6,7 +6,6 @@ overwrites another; the driver commits only the files the successful attempts re
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +14,7 @@ import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from pipeline import chain, faults, graph
+from pipeline.layout import output_path
 from pipeline.storage import Storage
 from schemas.tables import TASK_RESULT_SCHEMA, table_schema
 from stages.tabular import StageContext
@@ -38,10 +38,6 @@ class StageTask:
     many: frozenset = frozenset()
     units: list[Unit] = field(default_factory=list)
     key: str = ""
-
-
-def output_path(out_dir: str, output: str, part: str) -> str:
-    return f"{out_dir}/{output}-{part}-{uuid.uuid4().hex[:12]}.parquet"
 
 
 def result_row(part: str, output: str, path: str, rows: int, size: int, values: dict, data: bytes | None = None) -> dict:
@@ -83,7 +79,7 @@ def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
     produced, values, seconds = chain.run_chain(batch, task.context)
     values = {**values, "seconds": seconds}
     rows = []
-    for stage in chain.BACKWARD_STAGES:
+    for stage in chain.shard_stages(task.context):
         for output, table in produced[stage].items():
             name = f"{stage}:{output}"
             if output == "grads":
@@ -124,7 +120,7 @@ def write_shard(task: ShuffleTask, table: pa.Table) -> pa.Table:
     table = table.sort_by("position")
     n = table.num_rows
     table = table.append_column("epoch", pa.array(np.full(n, task.epoch, np.int32)))
-    schema = table_schema(task.context.geometry, "batches")
+    schema = table_schema(task.context.network, "batches")
     table = table.select([f.name for f in schema]).cast(schema)
     iteration = pc.min(table.column("iteration")).as_py()
     shard = pc.min(table.column("shard")).as_py()

@@ -1,7 +1,7 @@
 """Failpoints: faults injected at named places, for the fault-injection tests.
 
 SPARKCNN_FAILPOINTS holds `place:stage-key=action` items separated by commas, for example
-`after-commit:i000001.relu_fwd=pause,in-task:i000001.pool_bwd=fail-once`. Places: `after-commit`
+`after-commit:i000001.relu1_fwd=pause,in-task:i000001.pool1_bwd=fail-once`. Places: `after-commit`
 (driver, once a stage is committed), `in-task` (executor, after a task wrote its first output file),
 `write` (executor, before a file is written). Actions: `pause` (create the file named by
 SPARKCNN_FAILPOINT_MARKER, then wait to be killed), `fail-once` (fail the first attempt of a task),

@@ -12,11 +12,11 @@ import pyarrow as pa
 
 from schemas.tables import STATS_SCHEMA, images_schema, spec
 from schemas.tensors import summarize
-from stages.geometry import Geometry
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-RECORD_BYTES = 3072
+IMAGE = (32, 32, 3)
+RECORD_BYTES = 32 * 32 * 3
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -74,11 +74,16 @@ def decode_batch(where: str, payload: bytes) -> tuple[np.ndarray, np.ndarray]:
     bad = labels[(labels < 0) | (labels > 9)]
     if bad.size:
         raise DataError(f"{where}: label outside 0-9: {int(bad[0])}")
-    pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    pixels = data.reshape(-1, IMAGE[2], *IMAGE[:2]).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(pixels), labels.astype(np.int8)
 
 
-def load(path: str | Path, g: Geometry) -> tuple[dict[str, pa.Table], pa.Table, str]:
+def describe(path: str | Path) -> tuple[tuple[int, int, int], int]:
+    """(image height, width, channels) and the number of classes of a data set, without reading it."""
+    return IMAGE, len(CLASSES)
+
+
+def load(path: str | Path, net) -> tuple[dict[str, pa.Table], pa.Table, str]:
     """Validate and decode every batch; returns image tables by batch name, the stats table
     and a content hash. Nothing is written here, so bad input leaves nothing behind."""
     raw = read_batches(path)
@@ -95,9 +100,9 @@ def load(path: str | Path, g: Geometry) -> tuple[dict[str, pa.Table], pa.Table, 
         stats = summarize(pixels)
         tables[name] = pa.Table.from_arrays(
             [pa.array(np.arange(next_id, next_id + n, dtype=np.int64)), pa.array(labels),
-             pa.array([split] * n), pa.array([name] * n), spec(g, "images", "pixels").encode(pixels),
+             pa.array([split] * n), pa.array([name] * n), spec(net, "images", "pixels").encode(pixels),
              *(pa.array(stats[k]) for k in ("mean", "std", "min", "max", "l2", "zeros"))],
-            schema=images_schema(g),
+            schema=images_schema(net),
         )
         next_id += n
     return tables, channel_stats(train_pixels), digest.hexdigest()

@@ -13,9 +13,9 @@ import socket
 import time
 from dataclasses import dataclass
 
+from pipeline import layout
 from pipeline.storage import Storage
 
-LOCK_DIR = "lock"
 
 
 class LockHeld(RuntimeError):
@@ -56,13 +56,13 @@ class RunLock:
     generation: int | None = None
 
     def _generations(self) -> list[int]:
-        return sorted(int(n.split(".")[0]) for n in self.storage.listdir(LOCK_DIR) if n.endswith(".json"))
+        return sorted(int(n.split(".")[0]) for n in self.storage.listdir(layout.LOCK) if n.endswith(".json"))
 
     def holder(self) -> tuple[int, dict] | None:
         gens = self._generations()
         while gens:
             gen = gens.pop()
-            rel = f"{LOCK_DIR}/{gen:08d}.json"
+            rel = layout.lock_file(gen)
             try:
                 return gen, json.loads(self.storage.read_bytes(rel))
             except FileNotFoundError:
@@ -82,18 +82,18 @@ class RunLock:
                 raise LockHeld(f"run root {self.storage.url} is in use by {describe(holder)}; "
                                f"only one process may write a run")
         next_gen = current[0] + 1 if current else 1
-        if not self.storage.create_exclusive(f"{LOCK_DIR}/{next_gen:08d}.json", json.dumps(this_process()).encode()):
+        if not self.storage.create_exclusive(layout.lock_file(next_gen), json.dumps(this_process()).encode()):
             taken = self.holder()
             raise LockHeld(f"run root {self.storage.url} was just taken by "
                            f"{describe(taken[1]) if taken else 'another process'}")
         self.generation = next_gen
         for gen in self._generations():
             if gen < next_gen:
-                self.storage.remove(f"{LOCK_DIR}/{gen:08d}.json")
+                self.storage.remove(layout.lock_file(gen))
 
     def release(self) -> None:
         if self.generation is not None:
-            self.storage.remove(f"{LOCK_DIR}/{self.generation:08d}.json")
+            self.storage.remove(layout.lock_file(self.generation))
             self.generation = None
 
     def __enter__(self):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 
+from pipeline import layout
 from pipeline.errors import RunError
 from pipeline.storage import Storage
 
-MANIFEST_DIR = "manifest"
 
 
 class StageAlreadyCommitted(RuntimeError):
@@ -36,7 +36,7 @@ class Manifest:
         self._entries: dict[str, dict] = {}
 
     def _rel(self, key: str) -> str:
-        return f"{MANIFEST_DIR}/{key}.json"
+        return layout.manifest_entry(key)
 
     def get(self, key: str) -> dict | None:
         """A stage's entry, None when it is not committed; DamagedEntry when it cannot be read."""
@@ -64,7 +64,7 @@ class Manifest:
         return self.get(key) is not None
 
     def keys(self) -> list[str]:
-        return [n[: -len(".json")] for n in self.storage.listdir(MANIFEST_DIR) if n.endswith(".json")]
+        return [n[: -len(".json")] for n in self.storage.listdir(layout.MANIFEST) if n.endswith(".json")]
 
     def commit(self, entry: dict) -> dict:
         entry = {**entry, "committed_at": time.time()}

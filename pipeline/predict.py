@@ -8,7 +8,8 @@ import numpy as np
 
 from pipeline.run import Run, RunError
 from schemas.tensors import decode_column
-from stages import conv, network
+from stages import network
+from stages.tabular import normalize
 
 
 def load_checkpoint(run: Run, checkpoint: str | None, iteration: int | None) -> tuple[str, dict]:
@@ -18,7 +19,7 @@ def load_checkpoint(run: Run, checkpoint: str | None, iteration: int | None) -> 
         return f"{run.storage.url} after {done} iterations", params
     if iteration is not None:
         raise RunError("--checkpoint and --iteration name two different sets of parameters: give one")
-    return checkpoint, read_checkpoint(checkpoint, run.geometry.param_shapes)
+    return checkpoint, read_checkpoint(checkpoint, run.network.param_shapes)
 
 
 def read_checkpoint(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
@@ -54,10 +55,10 @@ def predict_arrays(run: Run, params: dict, pixels: np.ndarray, chunk: int = 500)
     ctx = run.context(params)
     probs = []
     for start in range(0, pixels.shape[0], chunk):
-        x = conv.normalize(pixels[start: start + chunk], ctx.mean, ctx.std)
+        x = normalize(pixels[start: start + chunk], ctx.mean, ctx.std)
         labels = np.zeros(x.shape[0], np.int64)
         probs.append(network.forward(x, labels, ctx)[1][-1]["probs"])
-    return np.concatenate(probs) if probs else np.empty((0, run.geometry.classes), np.float32)
+    return np.concatenate(probs) if probs else np.empty((0, run.network.classes), np.float32)
 
 
 def read_test_split(run: Run):

@@ -49,7 +49,7 @@ class Progress:
         return " | ".join(parts)
 
     def before(self, run, key: str) -> None:
-        if graph.parse_key(key)[0] == run.iteration_stages()[0]:
+        if graph.parse_key(key)[0] == run.mode.committed_stages(run.network)[0]:
             self.last_iteration_end = time.monotonic()
         if self.live:
             self.stream.write("\r\x1b[2K" + self.status(key))

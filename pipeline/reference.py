@@ -8,33 +8,32 @@ import numpy as np
 
 from pipeline import graph, ingest
 from pipeline.config import Config
-from pipeline.run import resolve_data_path
+from pipeline.run import network_for, resolve_data_path
 from schemas.tables import spec
-from stages import conv, network, update
-from stages.network import geometry_of
-from stages.tabular import StageContext
+from stages import network, update
+from stages.tabular import StageContext, normalize
 
 
 def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
     """Parameters after `iterations` iterations of the config's training."""
-    g = geometry_of(cfg.model)
-    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), g)
+    net = network_for(cfg)
+    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), net)
     train_tables = [tables[name] for name in ingest.TRAIN_BATCHES]
-    pixels = np.concatenate([spec(g, "images", "pixels").decode(t.column("pixels")) for t in train_tables])
+    pixels = np.concatenate([spec(net, "images", "pixels").decode(t.column("pixels")) for t in train_tables])
     labels = np.concatenate([t.column("label").to_numpy() for t in train_tables])
     if cfg.train.images:
         pixels, labels = pixels[: cfg.train.images], labels[: cfg.train.images]
     mean, std = stats.column("mean").to_numpy(), stats.column("std").to_numpy()
     t_cfg = cfg.train
     sched = graph.Schedule(labels.size, 0, t_cfg.batch_size, t_cfg.shard_size, t_cfg.epochs)
-    params = update.init_params(g.param_shapes, t_cfg.seed)
+    params = update.init_params(net, t_cfg.seed)
     velocity = {n: np.zeros_like(p) for n, p in params.items()}
     for t in range(iterations):
         epoch, step = divmod(t, sched.iterations_per_epoch)
         order = graph.epoch_permutation(t_cfg.seed, epoch, labels.size)
         ids = order[step * t_cfg.batch_size: (step + 1) * t_cfg.batch_size]
-        ctx = StageContext(g, params, mean, std, normalizer=ids.size)
-        _, grads = network.gradients(conv.normalize(pixels[ids], mean, std), labels[ids], ctx)
+        ctx = StageContext(net, params, mean, std, normalizer=ids.size, seed=t_cfg.seed)
+        _, grads = network.gradients(normalize(pixels[ids], mean, std), labels[ids], ctx, (t, ids))
         lr = update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations)
         params, velocity = update.sgd_step(params, velocity, grads, lr, t_cfg.momentum, t_cfg.weight_decay)
     return params

@@ -12,7 +12,6 @@ from pipeline.run import Run
 from schemas.tensors import decode_column
 
 DPI = 100
-ACTIVATIONS = (("conv_fwd", "out"), ("relu_fwd", "out"), ("pool_fwd", "out"), ("fc_fwd", "scores"))
 
 
 def _plt():
@@ -47,11 +46,11 @@ def curves(metrics: list[dict], iterations_per_epoch: int, path: Path) -> dict:
             "train_loss": {m["iteration"]: m["loss"] for m in train}}
 
 
-def stage_times(metrics: list[dict], path: Path) -> dict:
-    """Mean seconds per stage and iteration, per execution mode."""
+def stage_times(metrics: list[dict], order: tuple[str, ...], path: Path) -> dict:
+    """Mean seconds per stage and iteration, per execution mode, stages in the given order."""
     rows = [m for m in metrics if m["kind"] == "stage"]
     modes = sorted({m["mode"] or "staged" for m in rows})
-    stages = [s for s in graph.ITERATION_STAGES if any(m["stage"] == s for m in rows)]
+    stages = [s for s in order if any(m["stage"] == s for m in rows)]
     table = {mode: {s: float(np.mean([m["seconds"] for m in rows if (m["mode"] or "staged") == mode
                                       and m["stage"] == s] or [0.0])) for s in stages} for mode in modes}
     fig, ax = _plt().subplots(figsize=(10, 4))
@@ -78,9 +77,12 @@ def latest_outputs(run: Run, stage: str, output: str = "out") -> tuple[int | Non
 
 
 def activations(run: Run, path: Path) -> dict:
-    fig, axes = _plt().subplots(1, len(ACTIVATIONS), figsize=(12, 3.2))
+    """A histogram of every forward stage's output, from its latest kept iteration."""
+    stages = run.network.forward_stages
+    fig, axes = _plt().subplots(1, len(stages), figsize=(3 * len(stages), 3.2), squeeze=False)
     found = {}
-    for ax, (stage, column) in zip(axes, ACTIVATIONS):
+    column = "out"
+    for ax, stage in zip(axes[0], stages):
         t, tables = latest_outputs(run, stage)
         if not tables:
             ax.set_title(f"{stage}: removed by retention")
@@ -110,7 +112,7 @@ def confusion(run: Run, path: Path) -> np.ndarray | None:
         return None
     labels = np.concatenate([t.column("label").to_numpy() for t in tables]).astype(int)
     predicted = np.concatenate([t.column("predicted").to_numpy() for t in tables]).astype(int)
-    k = run.geometry.classes
+    k = run.network.classes
     matrix = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
     fig, ax = _plt().subplots(figsize=(6, 5.5))
     image = ax.imshow(matrix, cmap="Blues")
@@ -169,7 +171,7 @@ def write_report(run: Run, out: Path) -> dict:
     sched = run.schedule()
     figures = {
         "curves": curves(metrics, sched.iterations_per_epoch, out / "curves.png"),
-        "stages": stage_times(metrics, out / "stages.png"),
+        "stages": stage_times(metrics, run.network.iteration_stages, out / "stages.png"),
         "activations": activations(run, out / "activations.png"),
     }
     matrix = confusion(run, out / "confusion.png")

@@ -8,28 +8,39 @@ from __future__ import annotations
 import json
 import posixpath
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from pipeline import graph
+from pipeline import graph, layout
+from pipeline.manifest import Manifest
+from pipeline.storage import Storage
 
-RETIRED_DIR = "retired"
-OWNED_ROOTS = ("data", "epochs", "iterations", "params", "metrics")
+
+@dataclass(frozen=True)
+class Policy:
+    """What retention keeps: the stage outputs of the last keep_iterations iterations and of inspected ones,
+    and the parameters of every checkpoint_every-th iteration, epoch ends, the last and inspected ones."""
+
+    keep_iterations: int
+    checkpoint_every: int
+    stages: tuple[str, ...]
+    inspected: Callable[[int], bool]
 
 
 class Retention:
-    def __init__(self, run):
-        self.run = run
-        self.storage = run.storage
+    def __init__(self, storage: Storage, manifest: Manifest, policy: Policy):
+        self.storage, self.manifest, self.policy = storage, manifest, policy
         self._retired: dict[str, set[str]] | None = None
 
     def retired_outputs(self, key: str) -> set[str]:
         """Outputs of a stage that retention removed (empty when none)."""
         if self._retired is None:
             self._retired = {}
-            for name in self.storage.listdir(RETIRED_DIR):
+            for name in self.storage.listdir(layout.RETIRED):
                 if name.endswith(".json"):
                     stage = name[: -len(".json")]
                     try:
-                        self._retired[stage] = set(json.loads(self.storage.read_bytes(f"{RETIRED_DIR}/{name}"))["outputs"])
+                        self._retired[stage] = set(json.loads(self.storage.read_bytes(f"{layout.RETIRED}/{name}"))["outputs"])
                     except (ValueError, KeyError, TypeError):
                         self._retired[stage] = self._rebuild(stage)
         return self._retired.get(key, set())
@@ -37,45 +48,43 @@ class Retention:
     def _rebuild(self, key: str) -> set[str]:
         """A damaged record of what retention removed, written again from what is gone: the outputs
         of which some file is missing."""
-        entry = self.run.manifest.readable(key) or {"outputs": {}}
+        entry = self.manifest.readable(key) or {"outputs": {}}
         gone = {o for o, files in entry["outputs"].items() if not all(self.storage.exists(f["path"]) for f in files)}
         doc = {"key": key, "outputs": sorted(gone), "at": time.time(), "rebuilt": True}
-        self.storage.write_bytes(f"{RETIRED_DIR}/{key}.json", json.dumps(doc).encode())
+        self.storage.write_bytes(layout.retired_record(key), json.dumps(doc).encode())
         return gone
 
     def forget(self, key: str) -> None:
         """A stage about to be recomputed is no longer retired."""
-        self.storage.remove(f"{RETIRED_DIR}/{key}.json")
+        self.storage.remove(layout.retired_record(key))
         if self._retired is not None:
             self._retired.pop(key, None)
 
     def retire(self, key: str, outputs: tuple[str, ...]) -> None:
-        entry = self.run.manifest.get(key)
+        entry = self.manifest.get(key)
         if entry is None or set(outputs) <= self.retired_outputs(key):
             return
         outputs = tuple(o for o in outputs if o in entry["outputs"])
         doc = {"key": key, "outputs": sorted(self.retired_outputs(key) | set(outputs)), "at": time.time()}
-        self.storage.write_bytes(f"{RETIRED_DIR}/{key}.json", json.dumps(doc).encode())
+        self.storage.write_bytes(layout.retired_record(key), json.dumps(doc).encode())
         self.retired_outputs(key)
         self._retired[key] = set(doc["outputs"])
         folders = {posixpath.dirname(f["path"]) for o in outputs for f in entry["outputs"][o]}
         for folder in sorted(folders):
             self.storage.remove(folder)
 
-    def apply(self, done: int) -> None:
+    def apply(self, done: int, sched: graph.Schedule) -> None:
         """Retention once `done` iterations are committed: the stage outputs of iteration
         done - keep_iterations - 1 (and the batches of an epoch that ends there), and the parameters
         that iteration starts from unless the checkpoint policy keeps them."""
-        horizon = done - self.run.cfg.run.keep_iterations
-        sched = self.run.schedule()
+        horizon = done - self.policy.keep_iterations
         if horizon - 1 >= sched.start_iteration:
             self._retire_iteration(horizon - 1, sched)
             self._retire_params(horizon - 1, sched)
 
-    def sweep(self) -> None:
-        """Apply retention to every committed iteration (what gc does)."""
-        sched = self.run.schedule()
-        for t in range(sched.start_iteration, self.run.iterations_done() - self.run.cfg.run.keep_iterations):
+    def sweep(self, done: int, sched: graph.Schedule) -> None:
+        """Apply retention to every iteration of the `done` committed ones (what gc does)."""
+        for t in range(sched.start_iteration, done - self.policy.keep_iterations):
             self._retire_iteration(t, sched)
             self._retire_params(t, sched)
 
@@ -83,30 +92,30 @@ class Retention:
         """Whether the checkpoint policy keeps the parameters after `version` iterations: every
         checkpoint_every-th, every epoch end, the last, and those an inspected iteration starts from or
         ends with. (The last keep_iterations iterations keep theirs until they leave the window.)"""
-        every = self.run.cfg.run.checkpoint_every
+        every = self.policy.checkpoint_every
         return (version == sched.start_iteration or (every and version % every == 0)
                 or version % sched.iterations_per_epoch == 0 or version == sched.total_iterations
-                or self.run.inspected(version) or self.run.inspected(version - 1))
+                or self.policy.inspected(version) or self.policy.inspected(version - 1))
 
     def _retire_params(self, version: int, sched: graph.Schedule) -> None:
         if not self.keeps_params(version, sched):
             self.retire(graph.iteration_key(version - 1, "update"), ("params", "velocity"))
 
     def _retire_iteration(self, t: int, sched: graph.Schedule) -> None:
-        if self.run.inspected(t):
+        if self.policy.inspected(t):
             return
-        for stage in graph.ITERATION_STAGES:
+        for stage in self.policy.stages:
             if stage != "update":
                 self.retire(graph.iteration_key(t, stage), ("out", "grads"))
-        self.storage.remove(f"iterations/i{t:06d}")
+        self.storage.remove(layout.iteration_dir(t))
         if (t + 1) % sched.iterations_per_epoch == 0:
             self.retire(graph.batches_key(sched.epoch_of(t)), ("out",))
 
     def owned_files(self) -> set[str]:
         """Every file that a committed, unretired output lists."""
         owned = set()
-        for key in self.run.manifest.keys():
-            entry = self.run.manifest.get(key)
+        for key in self.manifest.keys():
+            entry = self.manifest.get(key)
             gone = self.retired_outputs(key)
             owned.update(f["path"] for o, files in entry["outputs"].items() if o not in gone for f in files)
         return owned
@@ -116,7 +125,7 @@ class Retention:
         owned = self.owned_files()
         base = self.storage.path("")
         found = []
-        for root in OWNED_ROOTS:
+        for root in layout.OWNED_ROOTS:
             try:
                 paths = self.storage.fs.find(self.storage.path(root))
             except FileNotFoundError:
@@ -124,9 +133,9 @@ class Retention:
             found.extend(p[len(base) + 1:] for p in paths)
         return sorted(p for p in found if p not in owned)
 
-    def collect(self) -> dict:
+    def collect(self, done: int, sched: graph.Schedule) -> dict:
         """gc: apply retention everywhere and remove orphan files. Returns what was removed."""
-        self.sweep()
+        self.sweep(done, sched)
         orphans = self.orphans()
         freed = 0
         for path in orphans:

@@ -17,22 +17,18 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import config as config_mod
-from pipeline import faults, graph, ingest, modes, signals
+from pipeline import faults, graph, ingest, layout, metrics, modes, planner, runners, signals
 from pipeline.config import Config, ConfigError
 from pipeline.errors import RunError
-from pipeline.executor import ShuffleTask, StageTask, Unit, execute, output_path, write_shard
 from pipeline.manifest import Manifest
-from pipeline.retention import Retention
+from pipeline.retention import Policy, Retention
 from pipeline.verify import dependents, verify
 from pipeline.storage import Storage
-from schemas.tables import METRICS_SCHEMA, TASK_RESULT_SCHEMA, arrays_to_table, table_to_arrays
+from schemas.tables import METRICS_SCHEMA, table_to_arrays
+from schemas.network import Network, NetworkError, StageDef
 from stages import update
-from stages.network import geometry_of
 from stages.tabular import StageContext
 
-CONFIG_FILE = "config.json"
-DIVERGED_FILE = "diverged.json"
-BRANCH_FILE = "branch.json"
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
 
 
@@ -87,6 +83,19 @@ def resolve_data_path(path: str) -> str:
     return str(copy)
 
 
+def network_for(cfg: Config, ingested: dict | None = None) -> Network:
+    """The configured layers on the data's image shape and classes: as an ingest recorded them, else as
+    the data source describes them. An impossible stack is a ConfigError naming the layer."""
+    if ingested and "image" in ingested:
+        image, classes = tuple(ingested["image"]), ingested["classes"]
+    else:
+        image, classes = ingest.describe(resolve_data_path(cfg.data.path))
+    try:
+        return Network(cfg.model.layers, image, classes)
+    except NetworkError as e:
+        raise ConfigError(f"the network cannot be built: {e}") from None
+
+
 def run_root_storage(root: str) -> Storage:
     """Storage for a run root; a local run root must be a folder (created when missing)."""
     storage = Storage(root)
@@ -111,43 +120,49 @@ class Run:
         self.cfg = cfg
         self.storage = run_root_storage(root or cfg.run.root)
         self.manifest = Manifest(self.storage)
-        self.retention = Retention(self)
-        self.geometry = geometry_of(cfg.model)
-        try:
-            self.geometry.check()
-        except ValueError as e:
-            raise ConfigError(f"the network cannot be built: {e}") from None
         self.cache = dataclasses.asdict(cfg.cache)
         self.running: str | None = None
+        self._network: Network | None = None
+        r = cfg.run
+        self.retention = Retention(self.storage, self.manifest, Policy(r.keep_iterations, r.checkpoint_every,
+                                                                        self.network.iteration_stages, self.inspected))
+
+    @property
+    def network(self) -> Network:
+        """The configured layers on the data's image shape and classes (as ingested, or as the data
+        source describes them before it is ingested)."""
+        if self._network is None:
+            self._network = network_for(self.cfg, (self.manifest.readable("ingest") or {}).get("values", {}).get("all"))
+        return self._network
 
     @staticmethod
     def exists(root: str) -> bool:
-        return Storage(root).exists(CONFIG_FILE)
+        return Storage(root).exists(layout.CONFIG)
 
     @classmethod
     def open(cls, root: str, overrides: list[str] = ()) -> "Run":
         """Open an existing run root with the config it was started with (plus overrides)."""
         storage = run_root_storage(root)
         try:
-            raw = json.loads(storage.read_bytes(CONFIG_FILE))
+            raw = json.loads(storage.read_bytes(layout.CONFIG))
             raw["run"]["root"] = storage.url
         except FileNotFoundError:
             if Manifest(storage).keys():
-                raise RunError(f"run root {storage.url} has committed stages but its {CONFIG_FILE} is missing; "
+                raise RunError(f"run root {storage.url} has committed stages but its {layout.CONFIG} is missing; "
                                f"restore it with `sparkcnn resume --run-root {shlex.quote(storage.url)} --config "
                                f"FILE` naming the config the run was started with (checked against the "
                                f"committed stages)") from None
-            raise RunError(f"{storage.url} holds no run (no {CONFIG_FILE}); start one with sparkcnn train") from None
+            raise RunError(f"{storage.url} holds no run (no {layout.CONFIG}); start one with sparkcnn train") from None
         except (ValueError, KeyError, TypeError) as e:
-            raise RunError(f"{storage.where(CONFIG_FILE)} is damaged ({type(e).__name__}: {e}); restore it with "
+            raise RunError(f"{storage.where(layout.CONFIG)} is damaged ({type(e).__name__}: {e}); restore it with "
                            f"`sparkcnn resume --run-root {shlex.quote(storage.url)} --config FILE` after removing "
                            f"it") from None
         return cls(config_mod.from_dict(config_mod.apply_overrides(raw, list(overrides))), storage.url)
 
     def save_config(self) -> None:
         """Record the config at the run root; a run root keeps the result settings it began with."""
-        if self.storage.exists(CONFIG_FILE):
-            saved = json.loads(self.storage.read_bytes(CONFIG_FILE))
+        if self.storage.exists(layout.CONFIG):
+            saved = json.loads(self.storage.read_bytes(layout.CONFIG))
             old = {s: saved[s] for s in Config.RESULT_SECTIONS}
             changed = [f"{s}.{k}" for s in old for k in old[s] if old[s][k] != self.cfg.to_dict()[s][k]]
             if changed:
@@ -159,7 +174,7 @@ class Run:
                            f"(its model.* and train.* settings differ from those of the committed stages); name "
                            f"the run's own config, or use a new --run-root")
         data = {**self.cfg.to_dict(), "run": {**self.cfg.to_dict()["run"], "root": self.storage.url}}
-        self.storage.write_bytes(CONFIG_FILE, json.dumps(data, indent=1, allow_nan=False).encode())
+        self.storage.write_bytes(layout.CONFIG, json.dumps(data, indent=1, allow_nan=False).encode())
 
     def _settings_match_commits(self) -> bool:
         """Whether this config's result settings are those the committed stages were computed with
@@ -186,7 +201,7 @@ class Run:
     def branch(self) -> dict:
         """Where this run branched from ({} for a run that started from scratch)."""
         if not hasattr(self, "_branch"):
-            self._branch = json.loads(self.storage.read_bytes(BRANCH_FILE)) if self.storage.exists(BRANCH_FILE) else {}
+            self._branch = json.loads(self.storage.read_bytes(layout.BRANCH)) if self.storage.exists(layout.BRANCH) else {}
         return self._branch
 
     def iterations_done(self) -> int:
@@ -197,23 +212,18 @@ class Run:
             t += 1
         return t
 
-    def iteration_stages(self) -> tuple[str, ...]:
-        """The committed stages of an iteration: all ten when staged; in memory and fused modes
-        an iteration runs whole and commits only its update (checkpoint)."""
-        return graph.ITERATION_STAGES if self.cfg.run.mode == "staged" else ("update",)
+    @property
+    def mode(self):
+        return modes.MODES[self.cfg.run.mode]
 
     def plan(self) -> list[str]:
-        """Every stage key still to run or already run, in order. An iteration whose update is
-        committed (in whatever mode it ran) needs none of its other stages."""
+        """Every stage key still to run or already run, in order."""
         if not self.manifest.committed("ingest"):
-            return list(graph.SETUP_STAGES)
-        finished = {k.split(".")[0] for k in self.manifest.keys() if k.endswith(".update")}
-        return [k for k in self.schedule().plan(self.iteration_stages())
-                if k.endswith(".update") or k.split(".")[0] not in finished]
+            return planner.plan(None, (), ())
+        return planner.plan(self.schedule(), self.mode.committed_stages(self.network), self.manifest.keys())
 
     def next_stage(self) -> str | None:
-        done = set(self.manifest.keys())
-        return next((k for k in self.plan() if k not in done), None)
+        return planner.next_stage(self.plan(), self.manifest.keys())
 
     # running
 
@@ -245,24 +255,24 @@ class Run:
             raise
         except Exception as e:
             raise (signals.received() or StageFailed(key, failure_reason(e))) from e
-        self._check_finite(key, iteration, entry["values"])
+        self.check_finite(key, iteration, entry["values"])
         entry["seconds"] = time.perf_counter() - start
         files = [f for fs in entry["outputs"].values() for f in fs]
         entry["rows"] = sum(f["rows"] for f in files if f["output"] in ("out", "images"))
         entry["bytes"] = sum(f["bytes"] for f in files)
         if stage == "update":
-            self._write_iteration_metrics(entry, iteration)
+            metrics.attach_iteration_metrics(self, entry, iteration)
         elif stage == "evaluate":
-            self._write_eval_metrics(entry, epoch)
+            metrics.attach_eval_metrics(self, entry, epoch)
         self.retention.forget(key)
         self.manifest.commit(entry)
         self.running = None
         faults.hit("after-commit", key)
         if stage == "update":
-            self.retention.apply(iteration + 1)
+            self.retention.apply(iteration + 1, self.schedule())
         return StageOutcome(key, entry["seconds"], entry["rows"], entry["bytes"])
 
-    def _check_finite(self, key: str, iteration: int | None, values: dict) -> None:
+    def check_finite(self, key: str, iteration: int | None, values: dict) -> None:
         """Refuse to commit a training loss or parameters that are not finite: such a run cannot learn.
         The run root records where it diverged, so that it is not recomputed and a branch starts from
         parameters that gave a finite loss."""
@@ -275,7 +285,7 @@ class Run:
             "the updated parameters are not all finite numbers"
         doc = {"iteration": iteration, "stage": key, "what": what,
                "last_good": iteration if losses_finite else iteration - 1}
-        self.storage.write_bytes(DIVERGED_FILE, json.dumps(doc).encode())
+        self.storage.write_bytes(layout.DIVERGED, json.dumps(doc).encode())
         raise self._diverged(doc)
 
     def _diverged(self, doc: dict) -> "Diverged":
@@ -291,33 +301,23 @@ class Run:
 
     def divergence(self) -> dict:
         """Where this run diverged ({} when it did not)."""
-        return json.loads(self.storage.read_bytes(DIVERGED_FILE)) if self.storage.exists(DIVERGED_FILE) else {}
+        return json.loads(self.storage.read_bytes(layout.DIVERGED)) if self.storage.exists(layout.DIVERGED) else {}
 
     def _compute(self, spark, key: str, stage: str, epoch: int | None, iteration: int | None) -> dict:
-        if stage == "ingest":
-            entry = self._ingest()
-        elif stage == "init":
-            entry = self._branch_init() if self.branch() else self._init()
-        elif stage in ("testset", "batches"):
-            entry = self._shuffle(spark, key, epoch)
-        elif stage == "evaluate":
-            entry = self._evaluate(spark, key, epoch)
-        elif stage == "update" and self.cfg.run.mode != "staged":
-            entry = self._whole_iteration(spark, key, iteration)
-        elif stage in graph.STAGE_DEFS and iteration is not None:
-            entry = self._iteration_stage(spark, key, stage, iteration)
-        else:
-            raise RunError(f"unknown stage {key!r}")
-        return entry
+        if iteration is not None and stage in self.network.iteration_stages:
+            return self.mode.run(self, spark, key, stage, iteration)
+        if stage in runners.SETUP and iteration is None:
+            return runners.SETUP[stage](self, spark, key, epoch)
+        raise RunError(f"unknown stage {key!r}")
 
-    def _entry(self, key: str, inputs: list[str], extra_identity: dict, outputs: list[dict], values: dict) -> dict:
+    def entry(self, key: str, inputs: list[str], extra_identity: dict, outputs: list[dict], values: dict) -> dict:
         stage, epoch, iteration = graph.parse_key(key)
         identity = self.identity(key, inputs, extra_identity)
         grouped: dict[str, list[dict]] = {}
         for f in outputs:
             grouped.setdefault(f["output"], []).append({k: f[k] for k in ("part", "output", "path", "rows", "bytes")})
         return {"key": key, "stage": stage, "epoch": epoch, "iteration": iteration, "identity": identity,
-                "inputs": inputs, "outputs": grouped, "values": values, "cache": self.cache}
+                "inputs": inputs, "extra": extra_identity, "outputs": grouped, "values": values, "cache": self.cache}
 
     def identity(self, key: str, inputs: list[str], extra: dict) -> str:
         """Hash of the stage, the settings that shape results, and its inputs' identities."""
@@ -330,40 +330,6 @@ class Run:
         doc = {"key": key, "settings": self.cfg.result_settings(), "inputs": input_ids, **extra}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
-    def _ingest(self) -> dict:
-        data = resolve_data_path(self.cfg.data.path)
-        tables, stats, digest = ingest.load(data, self.geometry)
-        outputs = []
-        for name, table in tables.items():
-            path = output_path("data/images", "images", name)
-            outputs.append(_file(name, "images", path, table.num_rows, self.storage.write_parquet(table, path)))
-        path = output_path("data", "stats", "all")
-        outputs.append(_file("all", "stats", path, stats.num_rows, self.storage.write_parquet(stats, path)))
-        counts = {"train": sum(t.num_rows for n, t in tables.items() if n != ingest.TEST_BATCH),
-                  "test": tables[ingest.TEST_BATCH].num_rows, "digest": digest, "source": data}
-        return self._entry("ingest", [], {"data": digest}, outputs, {"all": counts})
-
-    def _init(self) -> dict:
-        params = update.init_params(self.geometry.param_shapes, self.cfg.train.seed)
-        velocity = {n: np.zeros_like(p) for n, p in params.items()}
-        outputs = []
-        for name, arrays in (("params", params), ("velocity", velocity)):
-            table = arrays_to_table(arrays, name, 0)
-            path = output_path("params/v000000", name, graph.ALL_PARTS)
-            outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
-        return self._entry("init", [], {}, outputs, {})
-
-    def _branch_init(self) -> dict:
-        """The parameters and velocity this branch starts from, copied from its source run."""
-        branch = self.branch()
-        source = Run.open(branch["from"])
-        outputs = []
-        for name in ("params", "velocity"):
-            table = source.storage.read_parquet(source._params_file(branch["iteration"], name)["path"])
-            path = output_path(f"params/v{branch['iteration']:06d}", name, graph.ALL_PARTS)
-            outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
-        return self._entry("init", [], {"branch": branch}, outputs, {})
-
     def last_checkpoint(self) -> int:
         """The latest iteration whose starting parameters and velocity are stored and intact (and, in a
         run that diverged, gave a finite loss)."""
@@ -372,86 +338,36 @@ class Run:
         for t in range(last, sched.start_iteration - 1, -1):
             key = graph.params_key(t, sched.start_iteration)
             if self.manifest.committed(key) and not ({"params", "velocity"} & self.retention.retired_outputs(key)) \
-                    and not verify(self, [key]):
+                    and not self.verify([key]):
                 return t
         raise RunError(f"run {self.storage.url} has no intact checkpoint")
 
     def branch_to(self, cfg: Config, root: str) -> "Run":
         """A new run at `root` with config `cfg`, starting from this run's last intact checkpoint."""
         new = Run(cfg, root)
-        if new.geometry.param_shapes != self.geometry.param_shapes:
+        if new.network.param_shapes != self.network.param_shapes:
             raise RunError("cannot branch: the model settings change the parameter shapes, so no checkpoint fits")
-        if new.storage.exists(CONFIG_FILE):
+        if new.storage.exists(layout.CONFIG):
             raise RunError(f"cannot branch into {new.storage.url}: it already holds a run")
         iteration = self.last_checkpoint()
         new.save_config()
         key = graph.params_key(iteration, self.schedule().start_iteration)
         doc = {"from": self.storage.url, "iteration": iteration, "identity": self.manifest.get(key)["identity"]}
-        new.storage.write_bytes(BRANCH_FILE, json.dumps(doc).encode())
+        new.storage.write_bytes(layout.BRANCH, json.dumps(doc).encode())
         entry = self.manifest.get("ingest")
         for files in entry["outputs"].values():
             for f in files:
                 new.storage.write_bytes(f["path"], self.storage.read_bytes(f["path"]))
-        new.manifest.commit({k: v for k, v in entry.items() if k != "committed_at"})
+        extra = {"data": entry["values"][graph.ALL_PARTS]["digest"]}
+        new.manifest.commit({**{k: v for k, v in entry.items() if k != "committed_at"}, "extra": extra,
+                             "identity": new.identity("ingest", [], extra)})
         return new
-
-    def _shuffle(self, spark, key: str, epoch: int | None) -> dict:
-        """Write the images of an epoch (or the test split) as one file per (iteration, shard)."""
-        from pyspark.sql import functions as F
-
-        images = self.manifest.files("ingest", "images")
-        test = epoch is None
-        order = self._image_order(epoch)
-        frame = spark.read.parquet(*[self.storage.uri(f["path"]) for f in images])
-        frame = frame.where(F.col("split") == ("test" if test else "train")).drop("split", "source_batch")
-        order_frame = spark.createDataFrame(order)
-        joined = frame.join(F.broadcast(order_frame), "image_id")
-        out_dir = "data/testset" if test else f"epochs/e{epoch:04d}/batches"
-        task = ShuffleTask(self.storage, StageContext(self.geometry), out_dir, -1 if test else epoch)
-        spark.sparkContext.setJobDescription(key)
-        result = joined.groupBy("iteration", "shard").applyInArrow(
-            lambda table: write_shard(task, table), _spark_schema(TASK_RESULT_SCHEMA)).toArrow()
-        rows = result.to_pylist()
-        expected = self._shuffle_parts(order)
-        self._check_parts(key, rows, {"out": expected})
-        return self._entry(key, ["ingest"], {}, rows, {})
-
-    def _image_order(self, epoch: int | None) -> pa.Table:
-        """image_id -> (iteration, shard, position) for an epoch's shuffle, or the test split in order."""
-        sched = self.schedule()
-        start_id = self.manifest.get("ingest")["values"]["all"]["train"]
-        if epoch is None:
-            ids = np.arange(start_id, start_id + sched.test_images, dtype=np.int64)
-            iterations = np.zeros(ids.size, np.int32)
-            positions = np.arange(ids.size, dtype=np.int32)
-        else:
-            ids = graph.epoch_permutation(self.cfg.train.seed, epoch, sched.train_images).astype(np.int64)
-            index = np.arange(ids.size)
-            iterations = (epoch * sched.iterations_per_epoch + index // sched.batch_size).astype(np.int32)
-            positions = (index % sched.batch_size).astype(np.int32)
-        shards = (positions // sched.shard_size).astype(np.int32)
-        return pa.table({"image_id": ids, "iteration": iterations, "shard": shards, "position": positions})
-
-    @staticmethod
-    def _shuffle_parts(order: pa.Table) -> set[str]:
-        pairs = set(zip(order.column("iteration").to_pylist(), order.column("shard").to_pylist()))
-        return {graph.batch_part(i, s) for i, s in pairs}
-
-    @staticmethod
-    def _check_parts(key: str, rows: list[dict], expected: dict[str, set[str]]) -> None:
-        for output, parts in expected.items():
-            got = [r["part"] for r in rows if r["output"] == output]
-            if sorted(got) != sorted(parts):
-                missing = sorted(set(parts) - set(got))
-                extra = sorted(p for p in set(got) if got.count(p) > 1 or p not in parts)
-                raise RunError(f"stage {key}: output {output} has missing parts {missing[:5]} "
-                               f"or repeated/unexpected parts {extra[:5]}")
 
     def params_at(self, iteration: int) -> dict[str, np.ndarray]:
         """Parameters an iteration starts from (iteration N+1 -> the parameters after N)."""
-        return table_to_arrays(self.storage.read_parquet(self._params_file(iteration, "params")["path"]))
+        return table_to_arrays(self.storage.read_parquet(self.params_file(iteration, "params")["path"]))
 
-    def _params_file(self, iteration: int, output: str) -> dict:
+    def params_file(self, iteration: int, output: str) -> dict:
         start = self.schedule().start_iteration if self.manifest.committed("ingest") else 0
         if iteration < start:
             raise RunError(f"this run branched at iteration {start}; parameters of iteration {iteration} "
@@ -474,192 +390,28 @@ class Run:
         return [v for v in range(start, self.iterations_done() + 1)
                 if {"params"} - self.retention.retired_outputs(graph.params_key(v, start))]
 
-    def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None) -> StageContext:
+    def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None, stage: str = "") -> StageContext:
         (f,) = self.manifest.files("ingest", "stats")
         stats = self.storage.read_parquet(f["path"])
-        return StageContext(self.geometry, params, stats.column("mean").to_numpy(),
-                            stats.column("std").to_numpy(), normalizer, hyper or {}, self.cache)
+        return StageContext(self.network, params, stats.column("mean").to_numpy(), stats.column("std").to_numpy(),
+                            normalizer, hyper or {}, self.cache, stage, self.cfg.train.seed)
 
-    def _sources(self, t: int) -> dict[str, str]:
-        sched = self.schedule()
-        return {"batches": graph.batches_key(sched.epoch_of(t)), "params": graph.params_key(t, sched.start_iteration)}
-
-    def _stage_def(self, stage: str, t: int) -> graph.StageDef:
+    def stage_def(self, stage: str, t: int) -> StageDef:
         """A stage of iteration t, reading its inputs as the policies they were written with hold them."""
-        written = {}
-        for source in graph.ITERATION_STAGES[:graph.ITERATION_STAGES.index(stage)]:
-            entry = self.manifest.get(graph.iteration_key(t, source))
-            if entry is not None and "cache" in entry:
-                written[source] = entry["cache"]
-        return graph.stage_def(stage, self.cache, written)
+        entries = {graph.iteration_key(t, s): self.manifest.get(graph.iteration_key(t, s))
+                   for s in self.network.iteration_stages[:self.network.iteration_stages.index(stage)]}
+        return self.network.stage_def(stage, self.cache, planner.written_policies(self.network, stage, t, entries))
 
-    def _stage_deps(self, stage: str, t: int) -> list[str]:
-        sdef = self._stage_def(stage, t)
-        source_key = self._sources(t)
-        return sorted({source_key.get(i.source, graph.iteration_key(t, i.source)) for i in sdef.inputs.values()}
-                      | ({source_key["params"]} if sdef.uses_params else set()))
-
-    def _hyper(self, t: int) -> dict:
+    def hyper(self, t: int) -> dict:
         t_cfg = self.cfg.train
         return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
                                                       self.schedule().total_iterations),
                 "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay, "iteration": t + 1}
 
-    def _iteration_stage(self, spark, key: str, stage: str, t: int) -> dict:
-        sched = self.schedule()
-        sdef = self._stage_def(stage, t)
-        source_key = self._sources(t)
-        deps = self._stage_deps(stage, t)
-        self.identity(key, deps, {})
-        shards = [graph.shard_part(s) for s in range(sched.shards(sched.batch_images(t)))]
-        parts = [graph.ALL_PARTS] if stage == "update" else shards
-        units = []
-        for part in parts:
-            inputs = {}
-            for name, inp in sdef.inputs.items():
-                src = source_key.get(inp.source, graph.iteration_key(t, inp.source))
-                files = self.manifest.files(src, inp.output)
-                if inp.many:
-                    inputs[name] = [f["path"] for f in files]
-                else:
-                    want = graph.batch_part(t, int(part)) if inp.source == "batches" else (
-                        graph.ALL_PARTS if inp.source == "params" else part)
-                    inputs[name] = [f["path"] for f in files if f["part"] == want]
-                    if len(inputs[name]) != 1:
-                        raise RunError(f"stage {src} has {len(inputs[name])} files for part {want}")
-            units.append(Unit(part, inputs))
-        hyper = self._hyper(t) if stage == "update" else {}
-        params = self.params_at(t) if sdef.uses_params else {}
-        out_dir = f"params/v{t + 1:06d}" if stage == "update" else f"iterations/i{t:06d}/{stage}"
-        task = StageTask(self.storage, sdef.function, self.context(params, sched.batch_images(t), hyper), out_dir,
-                         {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
-                         frozenset(n for n, i in sdef.inputs.items() if i.many), units, key)
-        rows = self._run_task(spark, key, task)
-        outputs = {r["output"] for r in rows}
-        self._check_parts(key, rows, {o: parts for o in outputs})
-        return self._entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
-
-    def _batch_units(self, t: int) -> list[Unit]:
-        files = {f["part"]: f["path"] for f in self.manifest.files(self._sources(t)["batches"], "out")}
-        shards = range(self.schedule().shards(self.schedule().batch_images(t)))
-        return [Unit(graph.shard_part(s), {"batches": [files[graph.batch_part(t, s)]]}) for s in shards]
-
     def inspected(self, t: int) -> bool:
         """Whether iteration t keeps its stage outputs: listed for inspection, or every N-th in fused mode."""
         every = self.cfg.run.inspect_every
         return t in self.cfg.run.inspect_iterations or (self.cfg.run.mode == "fused" and every > 0 and t % every == 0)
-
-    def _whole_iteration(self, spark, key: str, t: int) -> dict:
-        """An iteration in memory or fused mode, ending in its update (the only commit, unless inspected)."""
-        deps = sorted(self._sources(t).values())
-        self.identity(key, deps, {})
-        units = self._batch_units(t)
-        ctx = self.context(self.params_at(t), self.schedule().batch_images(t))
-        start = time.perf_counter()
-        inspect_dir = f"iterations/i{t:06d}" if self.cfg.run.mode == "fused" and self.inspected(t) else None
-        if self.cfg.run.mode == "memory":
-            result = modes.memory_iteration(spark, self.storage, units, ctx, self.cfg.spark.partitions)
-        else:
-            result = modes.fused_iteration(spark, self._run_task, self.storage, units, ctx, key, inspect_dir)
-            wall, busy = time.perf_counter() - start, sum(result["seconds"].values()) or 1.0
-            result["seconds"] = {s: v * wall / busy for s, v in result["seconds"].items()}
-        self._check_finite(key, t, result["values"])
-        if inspect_dir:
-            self._commit_inspection(t, result["files"], result["values"])
-        update_start = time.perf_counter()
-        outputs = self._driver_update(t, result["grads"])
-        entry = self._entry(key, deps, {}, outputs, result["values"])
-        entry["stage_seconds"] = {**result["seconds"], "update": time.perf_counter() - update_start}
-        return entry
-
-    def _commit_inspection(self, t: int, files: list[dict], values: dict) -> None:
-        """Commit the stage outputs a fused iteration wrote for inspection, as staged mode would."""
-        for stage in graph.ITERATION_STAGES[:-1]:
-            key = graph.iteration_key(t, stage)
-            mine = [{**f, "output": f["output"].split(":", 1)[1]} for f in files if f["output"].startswith(f"{stage}:")]
-            entry = self._entry(key, self._stage_deps(stage, t), {}, mine, values if stage == "loss" else {})
-            entry.update(seconds=0.0, rows=sum(f["rows"] for f in mine if f["output"] == "out"),
-                         bytes=sum(f["bytes"] for f in mine))
-            self.retention.forget(key)
-            self.manifest.commit(entry)
-
-    def _driver_update(self, t: int, grads: dict[str, list[pa.Table]]) -> list[dict]:
-        """The update stage's function, run on the driver on gradients that came back from the tasks."""
-        ctx = self.context(self.params_at(t), self.schedule().batch_images(t), self._hyper(t))
-        velocity = self.storage.read_parquet(self._params_file(t, "velocity")["path"])
-        function = graph.resolve(graph.STAGE_DEFS["update"].function)
-        result = function({"fc_bwd": grads["fc_bwd"], "conv_bwd": grads["conv_bwd"], "velocity": velocity}, ctx)
-        self._check_finite(graph.iteration_key(t, "update"), t, {graph.ALL_PARTS: result.values})
-        outputs = []
-        for name, table in result.tables.items():
-            path = output_path(f"params/v{t + 1:06d}", name, graph.ALL_PARTS)
-            outputs.append(_file(graph.ALL_PARTS, name, path, table.num_rows, self.storage.write_parquet(table, path)))
-        return outputs
-
-    def _run_task(self, spark, key: str, task) -> list[dict]:
-        partitions = max(1, min(self.cfg.spark.partitions, len(task.units)))
-        spark.sparkContext.setJobDescription(key)
-        frame = spark.range(len(task.units), numPartitions=partitions)
-        result = frame.mapInArrow(lambda batches: execute(task, batches), _spark_schema(TASK_RESULT_SCHEMA)).toArrow()
-        return result.to_pylist()
-
-    def _evaluate(self, spark, key: str, epoch: int) -> dict:
-        sched = self.schedule()
-        last = (epoch + 1) * sched.iterations_per_epoch - 1
-        deps = ["testset", graph.iteration_key(last, "update")]
-        self.identity(key, deps, {})
-        files = self.manifest.files("testset", "out")
-        units = [Unit(graph.shard_part(i), {"batches": [f["path"]]}) for i, f in enumerate(files)]
-        sdef = graph.EVALUATE
-        task = StageTask(self.storage, sdef.function, self.context(self.params_at(last + 1)),
-                         f"epochs/e{epoch:04d}/evaluate", {"batches": list(sdef.inputs["batches"].columns)},
-                         frozenset(), units, key)
-        rows = self._run_task(spark, key, task)
-        self._check_parts(key, rows, {"out": {u.part for u in units}})
-        return self._entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
-
-    # metrics
-
-    def _stage_metric_rows(self, keys: list[str], extra: dict | None = None) -> list[dict]:
-        rows = []
-        for k in keys:
-            e = self.manifest.get(k) if (extra is None or k != extra["key"]) else extra
-            rows.append({"kind": "stage", "stage": e["stage"], "epoch": e["epoch"], "iteration": e["iteration"],
-                         "seconds": e["seconds"], "rows": e["rows"], "bytes": e["bytes"]})
-        return rows
-
-    def _write_iteration_metrics(self, entry: dict, t: int) -> None:
-        sched = self.schedule()
-        epoch = sched.epoch_of(t)
-        if "stage_seconds" in entry:
-            images = sched.batch_images(t)
-            rows = [{"kind": "stage", "stage": s, "iteration": t, "seconds": sec, "rows": images,
-                     "bytes": entry["bytes"] if s == "update" else 0} for s, sec in entry["stage_seconds"].items()]
-            totals = _totals(entry["values"])
-        else:
-            rows = self._stage_metric_rows([graph.iteration_key(t, s) for s in graph.ITERATION_STAGES], entry)
-            totals = _totals(self.manifest.get(graph.iteration_key(t, "loss"))["values"])
-        mode = self.cfg.run.mode if "stage_seconds" in entry else "staged"
-        for row in rows:
-            row.update(epoch=epoch, mode=mode)
-        rows.append({"kind": "train", "mode": mode, "stage": "loss", "epoch": epoch, "iteration": t,
-                     "seconds": sum(r["seconds"] for r in rows), "rows": totals["count"],
-                     "bytes": sum(r["bytes"] for r in rows), "loss": totals["loss_sum"] / totals["count"],
-                     "accuracy": totals["correct"] / totals["count"]})
-        self._attach_metrics(entry, f"metrics/i{t:06d}", rows)
-
-    def _write_eval_metrics(self, entry: dict, epoch: int) -> None:
-        totals = _totals(entry["values"])
-        rows = [{"kind": "eval", "mode": self.cfg.run.mode, "stage": "evaluate", "epoch": epoch, "iteration": None,
-                 "seconds": entry["seconds"], "rows": totals["count"], "bytes": entry["bytes"],
-                 "loss": totals["loss_sum"] / totals["count"], "accuracy": totals["correct"] / totals["count"]}]
-        self._attach_metrics(entry, f"metrics/e{epoch:04d}", rows)
-
-    def _attach_metrics(self, entry: dict, stem: str, rows: list[dict]) -> None:
-        table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
-        path = output_path(stem.rsplit("/", 1)[0], stem.rsplit("/", 1)[1], graph.ALL_PARTS)
-        entry["outputs"]["metrics"] = [_file(graph.ALL_PARTS, "metrics", path, table.num_rows,
-                                             self.storage.write_parquet(table, path))]
 
     def metrics(self) -> pa.Table:
         """All committed metrics rows of the run."""
@@ -675,32 +427,37 @@ class Run:
 
     # verification and repair
 
-    def verify(self) -> dict[str, list[str]]:
-        return verify(self)
+    def collect_garbage(self) -> dict:
+        """Apply retention to every committed iteration and remove orphan files (gc)."""
+        return self.retention.collect(self.iterations_done(), self.schedule())
+
+    def verify(self, keys=None) -> dict[str, list[str]]:
+        """Problems of committed stages (all, or those named): files that are not as recorded, and entries
+        whose identity is not the one this run's settings and the inputs' identities give."""
+        keys = list(self.manifest.keys() if keys is None else keys)
+        problems = verify(self.storage, self.manifest, self.retention, keys)
+        for key in keys:
+            entry = self.manifest.readable(key)
+            if key in problems or entry is None or "extra" not in entry:
+                continue
+            try:
+                same = self.identity(key, entry["inputs"], entry["extra"]) == entry["identity"]
+            except MissingInput as e:
+                problems[key] = [str(e)]
+                continue
+            if not same:
+                problems[key] = [f"{layout.manifest_entry(key)}: computed with other settings or inputs than this "
+                                 f"run's (its identity differs)"]
+        return problems
 
     def repair(self, problems: dict[str, list[str]]) -> list[str]:
         """Uncommit the stages with problems and every committed stage that depends on them,
         dependents first (latest commit first, unreadable entries last); the next training run
         recomputes them. Returns the uncommitted keys."""
-        doomed = dependents(self, problems)
+        doomed = dependents(self.manifest, problems)
         removed = sorted(doomed, key=lambda k: (self.manifest.readable(k) or {}).get("committed_at", 0.0),
                          reverse=True)
         for key in removed:
             self.manifest.remove(key)
             self.retention.forget(key)
         return removed
-
-
-def _spark_schema(schema: pa.Schema):
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(schema)
-
-
-def _file(part: str, output: str, path: str, rows: int, size: int) -> dict:
-    return {"part": part, "output": output, "path": path, "rows": rows, "bytes": size}
-
-
-def _totals(values: dict) -> dict:
-    parts = [values[p] for p in sorted(values)]
-    return {k: sum(v[k] for v in parts) for k in ("loss_sum", "correct", "count")}

@@ -19,8 +19,6 @@ from pipeline import graph
 from schemas.tables import METRICS_SCHEMA, STATS_SCHEMA, arrays_schema, images_schema, table_schema
 from schemas.tensors import decode_rows
 
-PER_IMAGE_VIEWS = ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss", "fc_bwd", "pool_bwd", "relu_bwd")
-GRADIENT_VIEWS = {"fc_bwd_grads": "fc_bwd", "conv_bwd_grads": "conv_bwd"}
 
 
 @dataclass
@@ -48,21 +46,22 @@ class ViewSource:
 
 
 def view_sources(run) -> dict[str, ViewSource]:
-    g, cache = run.geometry, run.cache
+    net, cache = run.network, run.cache
+    per_image, gradients = net.per_image_stages, net.gradient_stages
     views = {
-        "images": ViewSource("images", images_schema(g)),
+        "images": ViewSource("images", images_schema(net)),
         "stats": ViewSource("stats", STATS_SCHEMA),
-        "testset": ViewSource("testset", table_schema(g, "batches")),
-        "batches": ViewSource("batches", table_schema(g, "batches")),
-        "evaluate": ViewSource("evaluate", table_schema(g, "evaluate")),
+        "testset": ViewSource("testset", table_schema(net, "batches")),
+        "batches": ViewSource("batches", table_schema(net, "batches")),
+        "evaluate": ViewSource("evaluate", table_schema(net, "evaluate")),
         "params": ViewSource("params", arrays_schema("params")),
         "velocity": ViewSource("velocity", arrays_schema("velocity")),
         "metrics": ViewSource("metrics", METRICS_SCHEMA),
     }
-    for stage in PER_IMAGE_VIEWS:
-        views[stage] = ViewSource(stage, table_schema(g, stage, cache), literals={"stage": stage})
-    for name, stage in GRADIENT_VIEWS.items():
-        views[name] = ViewSource(name, arrays_schema(f"{stage}.grads"), literals={"stage": stage})
+    for stage in per_image:
+        views[stage] = ViewSource(stage, table_schema(net, stage, cache), literals={"stage": stage})
+    for stage in gradients:
+        views[f"{stage}_grads"] = ViewSource(f"{stage}_grads", arrays_schema(f"{stage}.grads"), literals={"stage": stage})
     for key in sorted(run.manifest.keys()):
         stage, epoch, iteration = graph.parse_key(key)
         if stage == "ingest":
@@ -74,12 +73,12 @@ def view_sources(run) -> dict[str, ViewSource]:
             views["batches"].add(run, key, graph.PER_IMAGE)
         elif stage == "evaluate":
             views["evaluate"].add(run, key, graph.PER_IMAGE, {"eval_epoch": epoch})
-        elif stage in PER_IMAGE_VIEWS:
+        elif stage in per_image:
             views[stage].add(run, key, graph.PER_IMAGE)
         if stage in ("init", "update"):
             views["params"].add(run, key, "params")
             views["velocity"].add(run, key, "velocity")
-        if stage in GRADIENT_VIEWS.values():
+        if stage in gradients:
             views[f"{stage}_grads"].add(run, key, "grads")
         views["metrics"].add(run, key, "metrics")
     return views

@@ -1,7 +1,7 @@
 """Verification of committed stages, and the repair plan for what fails it."""
 from __future__ import annotations
 
-from pipeline.manifest import DamagedEntry
+from pipeline.manifest import DamagedEntry, Manifest
 from pipeline.storage import Storage
 
 
@@ -22,28 +22,31 @@ def check_file(storage: Storage, f: dict) -> str | None:
     return None
 
 
-def verify(run, keys=None) -> dict[str, list[str]]:
-    """Problems of each committed stage (retired outputs are not checked); only stages with problems."""
+def verify(storage: Storage, manifest: Manifest, retention, keys) -> dict[str, list[str]]:
+    """Problems of the files of each committed stage named (retired outputs are not checked); only stages
+    with problems."""
     problems = {}
-    for key in keys if keys is not None else run.manifest.keys():
+    for key in keys:
         try:
-            entry = run.manifest.get(key)
+            entry = manifest.get(key)
         except DamagedEntry as e:
             problems[key] = [f"{e.rel}: unreadable manifest entry"]
             continue
-        gone = run.retention.retired_outputs(key)
+        if entry is None:
+            continue
+        gone = retention.retired_outputs(key)
         found = [p for o, files in entry["outputs"].items() if o not in gone
-                 for p in (check_file(run.storage, f) for f in files) if p]
+                 for p in (check_file(storage, f) for f in files) if p]
         if found:
             problems[key] = found
     return problems
 
 
-def dependents(run, keys) -> set[str]:
+def dependents(manifest: Manifest, keys) -> set[str]:
     """The given stages and every committed stage that reads them, directly or not."""
     readers: dict[str, set[str]] = {}
-    for key in run.manifest.keys():
-        for dep in (run.manifest.readable(key) or {}).get("inputs", []):
+    for key in manifest.keys():
+        for dep in (manifest.readable(key) or {}).get("inputs", []):
             readers.setdefault(dep, set()).add(key)
     found, todo = set(), list(keys)
     while todo:

@@ -1,7 +1,7 @@
 """Schemas of every table in a run root.
 
 Per-image tables share the key columns; tensors are binary columns declared by
-TensorSpec. Shapes follow the network geometry, so schemas are built from it.
+TensorSpec. Shapes follow the network (schemas.network), so schemas are built from it.
 """
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from schemas.tensors import TABLE_KEY, SparseTensorSpec, TensorSpec, summarize, summary_fields
-from stages.geometry import Geometry
+from schemas.tensors import TABLE_KEY, SparseTensorSpec, summarize, summary_fields
 
 KEY_FIELDS = (
     pa.field("image_id", pa.int64(), nullable=False),
@@ -85,34 +84,8 @@ RELU_MASKS = ("bitmask", "bytes", "recompute")
 POOL_ARGMAXES = ("int8", "recompute")
 
 
-def tensor_specs(g: Geometry, cache: dict | None = None) -> dict[str, tuple]:
-    """Tensor columns of each per-image table, by table name, under a cache policy: how the ReLU
-    mask is kept (bitmask, a byte per element, or not at all), whether the pool argmax is kept,
-    and whether the mostly-zero gradients of pool_bwd and relu_bwd are stored sparse."""
-    cache = {**DEFAULT_CACHE, **(cache or {})}
-    f32 = "float32"
-    classes = (g.classes,)
-    mask = {"bitmask": (TensorSpec("mask", "uint8", ((int(np.prod(g.conv)) + 7) // 8,)),),
-            "bytes": (TensorSpec("mask", "uint8", g.conv),), "recompute": ()}[cache["relu_mask"]]
-    argmax = (TensorSpec("argmax", "int8", g.pool),) if cache["pool_argmax"] == "int8" else ()
-    dx_conv = (SparseTensorSpec if cache["sparse_gradients"] else TensorSpec)("dx", f32, g.conv)
-    return {
-        "images": (TensorSpec("pixels", "uint8", g.image),),
-        "batches": (TensorSpec("pixels", "uint8", g.image),),
-        "conv_fwd": (TensorSpec("out", f32, g.conv),),
-        "relu_fwd": (TensorSpec("out", f32, g.conv), *mask),
-        "pool_fwd": (TensorSpec("out", f32, g.pool), *argmax),
-        "fc_fwd": (TensorSpec("scores", f32, classes),),
-        "loss": (TensorSpec("probs", f32, classes), TensorSpec("dscores", f32, classes)),
-        "fc_bwd": (TensorSpec("dx", f32, g.pool),),
-        "pool_bwd": (dx_conv,),
-        "relu_bwd": (dx_conv,),
-        "evaluate": (TensorSpec("probs", f32, classes),),
-    }
-
-
-def spec(g: Geometry, table: str, column: str, cache: dict | None = None):
-    for s in tensor_specs(g, cache)[table]:
+def spec(net, table: str, column: str, cache: dict | None = None):
+    for s in net.tensor_specs(cache)[table]:
         if s.name == column:
             return s
     raise KeyError(f"table {table} has no tensor column {column}")
@@ -135,13 +108,13 @@ def _with_table(fields, table: str, extra: dict | None = None) -> pa.Schema:
     return pa.schema(list(fields), metadata=meta)
 
 
-def images_schema(g: Geometry) -> pa.Schema:
-    return _with_table([*IMAGES_FIELDS, *(f for s in tensor_specs(g)["images"] for f in _fields(s))], "images")
+def images_schema(net) -> pa.Schema:
+    return _with_table([*IMAGES_FIELDS, *(f for s in net.tensor_specs()["images"] for f in _fields(s))], "images")
 
 
-def table_schema(g: Geometry, table: str, cache: dict | None = None) -> pa.Schema:
+def table_schema(net, table: str, cache: dict | None = None) -> pa.Schema:
     """Schema of a per-image stage table: keys, scalar columns, tensor columns."""
-    tensors = [f for s in tensor_specs(g, cache)[table] for f in _fields(s)]
+    tensors = [f for s in net.tensor_specs(cache)[table] for f in _fields(s)]
     return _with_table([*KEY_FIELDS, *SCALAR_FIELDS.get(table, ()), *tensors], table)
 
 

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Train the default config on the full CIFAR-10 and print test accuracy per epoch.
-# Usage: scripts/accuracy.sh [DATA.tar.gz] [RUN_ROOT] [extra sparkcnn train flags...]
+# Train a config on the full CIFAR-10 and print the test accuracy per epoch and the wall time.
+# Usage: scripts/accuracy.sh [CONFIG.toml] [sparkcnn train flags...]
+#   (default conf/default.toml; data ../shared/data/cifar-10-python.tar.gz unless --data is given;
+#    run root runs/<config name>-full unless --run-root is given)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-data="${1:-$here/../shared/data/cifar-10-python.tar.gz}"
-root="${2:-$here/runs/cifar10-full}"
-shift $(( $# > 2 ? 2 : $# ))
+conf="$here/conf/default.toml"
+if [[ $# -gt 0 && "$1" == *.toml ]]; then conf="$1"; shift; fi
+name="$(basename "$conf" .toml)"
 sparkcnn="${SPARKCNN:-$here/.venv/bin/sparkcnn}"
-"$sparkcnn" train --data "$data" --run-root "$root" "$@"
-echo "test accuracy per epoch:"
+root="$here/runs/$name-full"
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do [[ "${args[$i]}" == "--run-root" ]] && root="${args[$((i + 1))]}"; done
+start=$(date +%s)
+"$sparkcnn" train --config "$conf" --data "$here/../shared/data/cifar-10-python.tar.gz" --run-root "$root" "$@"
+echo "config $conf, wall time $(( $(date +%s) - start )) s; test accuracy per epoch:"
 "$sparkcnn" status --run-root "$root" | grep '^epoch'

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from schemas.tables import arrays_to_table
-from stages.tabular import StageResult, per_image_table, tensor
+from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
 BLOCK = 32  # images per im2col tile: small enough for the columns to stay in cache
@@ -74,33 +73,20 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
     return dx, {"w": dw, "b": db}
 
 
-def normalize(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """uint8 pixels (N, H, W, C) -> float32 images scaled to [0, 1] and standardised per channel."""
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    shift = (mean / std).astype(np.float32)
-    return pixels.astype(np.float32) * scale - shift
-
-
-def layer_params(ctx, input_grad: bool = False) -> dict:
-    g = ctx.geometry
-    return {**ctx.layer_params("conv"), "stride": g.conv_stride, "padding": g.padding, "input_grad": input_grad}
-
-
-def images(inputs, ctx) -> np.ndarray:
-    return normalize(tensor(inputs["batches"], "pixels"), ctx.mean, ctx.std)
+def layer_params(layer, ctx) -> dict:
+    """The forward params of a conv layer: its weights and options, and whether backward returns dx."""
+    return {**ctx.layer_params(layer), "stride": layer["stride"], "padding": layer["padding"],
+            "input_grad": ctx.network.input_grad(layer)}
 
 
 def forward_stage(inputs, ctx) -> StageResult:
-    """batches(pixels) -> conv_fwd(out)."""
-    out, _ = forward(images(inputs, ctx), layer_params(ctx))
-    return StageResult({"out": per_image_table(ctx, "conv_fwd", inputs["batches"], out=out)})
+    """x -> out."""
+    out, _ = forward(layer_input(inputs["x"], ctx), layer_params(ctx.layer, ctx))
+    return StageResult({"out": per_image_table(ctx, inputs["x"], out=out)})
 
 
 def backward_stage(inputs, ctx) -> StageResult:
-    """relu_bwd(dx) + batches(pixels) -> conv_bwd(grads); the input gradient is not computed."""
-    dout = tensor(inputs["relu_bwd"], "dx")
-    _, grads = backward(dout, make_cache(images(inputs, ctx), layer_params(ctx)))
-    keys = inputs["relu_bwd"]
-    grads = arrays_to_table({f"conv.{k}": v for k, v in grads.items()}, "conv_bwd.grads",
-                            ctx.key_of(keys, "iteration"), ctx.key_of(keys, "shard"))
-    return StageResult({"grads": grads})
+    """dout(dx) + x -> dx (except for the first trained layer) and the shard's parameter gradients."""
+    dout = tensor(inputs["dout"], "dx")
+    dx, grads = backward(dout, make_cache(layer_input(inputs["x"], ctx), layer_params(ctx.layer, ctx)))
+    return backward_result(ctx, inputs["dout"], dx, grads)

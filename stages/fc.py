@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas.tables import arrays_to_table
-from stages.tabular import StageResult, per_image_table, tensor
+from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
@@ -23,18 +22,18 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     return dx, {"w": flat.T @ dout, "b": dout.sum(axis=0, dtype=np.float32)}
 
 
+def layer_params(layer, ctx) -> dict:
+    return ctx.layer_params(layer)
+
+
 def forward_stage(inputs, ctx) -> StageResult:
-    """pool_fwd(out) -> fc_fwd(scores)."""
-    scores, _ = forward(tensor(inputs["pool_fwd"], "out"), ctx.layer_params("fc"))
-    return StageResult({"out": per_image_table(ctx, "fc_fwd", inputs["pool_fwd"], scores=scores)})
+    """x -> out (the input flattened in NHWC order)."""
+    out, _ = forward(layer_input(inputs["x"], ctx), ctx.layer_params(ctx.layer))
+    return StageResult({"out": per_image_table(ctx, inputs["x"], out=out)})
 
 
 def backward_stage(inputs, ctx) -> StageResult:
-    """loss(dscores) + pool_fwd(out) -> fc_bwd(dx) and the shard's parameter gradients."""
-    x = tensor(inputs["pool_fwd"], "out")
-    dx, grads = backward(tensor(inputs["loss"], "dscores"), {"x": x, "w": ctx.params["fc.w"]})
-    return StageResult({
-        "out": per_image_table(ctx, "fc_bwd", inputs["loss"], dx=dx),
-        "grads": arrays_to_table({f"fc.{k}": v for k, v in grads.items()}, "fc_bwd.grads",
-                                 ctx.key_of(inputs["loss"], "iteration"), ctx.key_of(inputs["loss"], "shard")),
-    })
+    """dout(dx) + x -> dx (except for the first trained layer) and the shard's parameter gradients."""
+    x = layer_input(inputs["x"], ctx)
+    dx, grads = backward(tensor(inputs["dout"], "dx"), {"x": x, "w": ctx.params[f"{ctx.layer.name}.w"]})
+    return backward_result(ctx, inputs["dout"], dx, grads)

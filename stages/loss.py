@@ -23,18 +23,16 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
 
 
 def forward_stage(inputs, ctx) -> StageResult:
-    """fc_fwd(scores) -> loss(loss, predicted, probs, dscores) for the mean loss over a batch.
-
-    Reports the shard's loss sum and count of correct predictions.
-    """
-    scores_table = inputs["fc_fwd"]
+    """x(scores) -> loss(loss, predicted, probs, dx) for the mean loss over a batch, dx being the
+    gradient by the scores. Reports the shard's loss sum and count of correct predictions."""
+    scores_table = inputs["x"]
     labels = scores_table.column("label").to_numpy()
-    losses, cache = forward(tensor(scores_table, "scores"), {"labels": labels})
+    losses, cache = forward(tensor(scores_table, "out"), {"labels": labels})
     dout = np.full(losses.shape, 1.0 / ctx.normalizer, dtype=np.float32)
     dscores, _ = backward(dout, cache)
     predicted = cache["probs"].argmax(axis=1)
-    table = per_image_table(ctx, "loss", scores_table, loss=losses, predicted=predicted,
-                            probs=cache["probs"], dscores=dscores)
+    table = per_image_table(ctx, scores_table, "loss", loss=losses, predicted=predicted, probs=cache["probs"],
+                            dx=dscores)
     return StageResult({"out": table}, summary(losses, predicted, labels))
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.tabular import StageResult, per_image_table, tensor
+from schemas.network import MAX_POOL_WINDOW
+from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
-MAX_WINDOW = 127
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
@@ -14,8 +14,8 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     params: size, stride.
     """
     size, stride = params["size"], params["stride"]
-    if size * size > MAX_WINDOW:
-        raise ValueError(f"pool window {size}x{size} has more than {MAX_WINDOW} elements; argmax must fit int8")
+    if size * size > MAX_POOL_WINDOW:
+        raise ValueError(f"pool window {size}x{size} has more than {MAX_POOL_WINDOW} elements; argmax must fit int8")
     ho, wo = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
     out = x[:, : stride * ho: stride, : stride * wo: stride].copy()
     argmax = np.zeros(out.shape, np.int8)
@@ -39,25 +39,24 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     return dx, {}
 
 
-def layer_params(ctx) -> dict:
-    return {"size": ctx.geometry.pool_size, "stride": ctx.geometry.pool_stride}
+def layer_params(layer, ctx=None) -> dict:
+    return {"size": layer["size"], "stride": layer["stride"]}
 
 
 def forward_stage(inputs, ctx) -> StageResult:
-    """relu_fwd(out) -> pool_fwd(out, argmax)."""
-    out, cache = forward(tensor(inputs["relu_fwd"], "out"), layer_params(ctx))
+    """x -> out, and the argmax when the cache policy keeps it."""
+    out, cache = forward(layer_input(inputs["x"], ctx), layer_params(ctx.layer))
     kept = {"argmax": cache["argmax"]} if ctx.cache["pool_argmax"] == "int8" else {}
-    table = per_image_table(ctx, "pool_fwd", inputs["relu_fwd"], out=out, **kept)
-    return StageResult({"out": table})
+    return StageResult({"out": per_image_table(ctx, inputs["x"], out=out, **kept)})
 
 
 def backward_stage(inputs, ctx) -> StageResult:
-    """fc_bwd(dx) + pool_fwd(argmax), or relu_fwd(out) to recompute it -> pool_bwd(dx)."""
-    g = ctx.geometry
-    if "pool_fwd" in inputs:
-        argmax = tensor(inputs["pool_fwd"], "argmax")
+    """dout(dx) + saved(argmax), or x to recompute it -> dx."""
+    layer = ctx.layer
+    if "saved" in inputs:
+        argmax = tensor(inputs["saved"], "argmax")
     else:
-        argmax = forward(tensor(inputs["relu_fwd"], "out"), layer_params(ctx))[1]["argmax"]
-    cache = {"argmax": argmax, "input_shape": (argmax.shape[0], *g.conv), **layer_params(ctx)}
-    dx, _ = backward(tensor(inputs["fc_bwd"], "dx"), cache)
-    return StageResult({"out": per_image_table(ctx, "pool_bwd", inputs["fc_bwd"], dx=dx)})
+        argmax = forward(layer_input(inputs["x"], ctx), layer_params(layer))[1]["argmax"]
+    cache = {"argmax": argmax, "input_shape": (argmax.shape[0], *layer.in_shape), **layer_params(layer)}
+    dx, _ = backward(tensor(inputs["dout"], "dx"), cache)
+    return backward_result(ctx, inputs["dout"], dx, {})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.tabular import StageResult, per_image_table, tensor
+from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
 def forward(x: np.ndarray, params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -27,24 +27,27 @@ def unpack_mask(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.unpackbits(bits, axis=1, count=size).view(bool).reshape(bits.shape[0], *shape)
 
 
+def layer_params(layer, ctx) -> dict:
+    return {}
+
+
 def forward_stage(inputs, ctx) -> StageResult:
-    """conv_fwd(out) -> relu_fwd(out, mask as a bitmask)."""
-    out, mask = forward(tensor(inputs["conv_fwd"], "out"))
+    """x -> out, and the mask as the cache policy keeps it (a bitmask, a byte per element, or none)."""
+    out, mask = forward(layer_input(inputs["x"], ctx))
     kept = {"bitmask": {"mask": pack_mask(mask)}, "bytes": {"mask": mask.view(np.uint8)}, "recompute": {}}
-    table = per_image_table(ctx, "relu_fwd", inputs["conv_fwd"], out=out, **kept[ctx.cache["relu_mask"]])
-    return StageResult({"out": table})
+    return StageResult({"out": per_image_table(ctx, inputs["x"], out=out, **kept[ctx.cache["relu_mask"]])})
 
 
-def stored_mask(table, ctx) -> np.ndarray:
-    """The ReLU mask as the table holds it, whatever the policy now: a bitmask, a byte per element,
-    or no mask (recomputed from the output)."""
+def stored_mask(table, shape: tuple[int, ...]) -> np.ndarray:
+    """The ReLU mask as the forward table holds it, whatever the policy now: a bitmask, a byte per
+    element, or no mask (recomputed from the output)."""
     if "mask" not in table.column_names:
         return tensor(table, "out") > 0
     mask = tensor(table, "mask")
-    return mask.view(bool) if mask.shape[1:] == ctx.geometry.conv else unpack_mask(mask, ctx.geometry.conv)
+    return mask.view(bool) if mask.shape[1:] == shape else unpack_mask(mask, shape)
 
 
 def backward_stage(inputs, ctx) -> StageResult:
-    """pool_bwd(dx) + relu_fwd(mask, or out when the mask is recomputed) -> relu_bwd(dx)."""
-    dx, _ = backward(tensor(inputs["pool_bwd"], "dx"), stored_mask(inputs["relu_fwd"], ctx))
-    return StageResult({"out": per_image_table(ctx, "relu_bwd", inputs["pool_bwd"], dx=dx)})
+    """dout(dx) + saved(mask, or out when the mask is recomputed) -> dx."""
+    dx, _ = backward(tensor(inputs["dout"], "dx"), stored_mask(inputs["saved"], ctx.layer.out_shape))
+    return backward_result(ctx, inputs["dout"], dx, {})

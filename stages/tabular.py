@@ -1,34 +1,45 @@
 """What a stage function sees: its input tables and a context; what it returns: output tables."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, summarized, tensor_specs, table_schema
+from schemas.network import Layer, Network
+from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, arrays_to_table, summarized, table_schema
 from schemas.tensors import SparseTensorSpec, decode_column, summarize
-from stages.geometry import Geometry
 
 
 @dataclass
 class StageContext:
-    """Everything but the input tables that a stage function needs."""
+    """Everything but the input tables that a stage function needs: the network, which stage of it runs,
+    the parameters, the pixel statistics, the loss normaliser, hyperparameters and the cache policy."""
 
-    geometry: Geometry
+    network: Network
     params: dict[str, np.ndarray] = field(default_factory=dict)
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     normalizer: int = 1
     hyper: dict = field(default_factory=dict)
     cache: dict = field(default_factory=lambda: dict(DEFAULT_CACHE))
+    stage: str = ""
+    seed: int = 0
+
+    def at(self, stage: str) -> "StageContext":
+        """The same context for another stage."""
+        return replace(self, stage=stage)
+
+    @property
+    def layer(self) -> Layer:
+        return self.network.layer(self.stage)
 
     def key_of(self, table: pa.Table, column: str) -> int | None:
         """The one value of a key column (iteration, shard) in a shard's table."""
         return table.column(column)[0].as_py() if table.num_rows else None
 
-    def layer_params(self, layer: str) -> dict[str, np.ndarray]:
-        return {"w": self.params[f"{layer}.w"], "b": self.params[f"{layer}.b"]}
+    def layer_params(self, layer: Layer) -> dict[str, np.ndarray]:
+        return {p: self.params[f"{layer.name}.{p}"] for p in layer.param_shapes}
 
 
 @dataclass
@@ -44,14 +55,29 @@ def tensor(table: pa.Table, column: str) -> np.ndarray:
     return decode_column(table, column)
 
 
-def per_image_table(ctx: StageContext, name: str, keys: pa.Table, **columns: np.ndarray) -> pa.Table:
-    """Build table `name` (laid out by ctx's cache policy) from the key columns of an input and
-    the given tensors and scalars."""
-    schema = table_schema(ctx.geometry, name, ctx.cache)
+def normalize(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 pixels (N, H, W, C) -> float32 images scaled to [0, 1] and standardised per channel."""
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    shift = (mean / std).astype(np.float32)
+    return pixels.astype(np.float32) * scale - shift
+
+
+def layer_input(table: pa.Table, ctx: StageContext) -> np.ndarray:
+    """A layer's input tensor: the output of the stage before, or the batch's pixels normalised."""
+    if "pixels" in table.column_names:
+        return normalize(tensor(table, "pixels"), ctx.mean, ctx.std)
+    return tensor(table, "out")
+
+
+def per_image_table(ctx: StageContext, keys: pa.Table, name: str | None = None, **columns: np.ndarray) -> pa.Table:
+    """Build the per-image table of the running stage (or `name`), laid out by ctx's cache policy, from
+    the key columns of an input and the given tensors and scalars."""
+    name = name or ctx.stage
+    schema = table_schema(ctx.network, name, ctx.cache)
     arrays = {k: keys.column(k) for k in KEY_COLUMNS}
     for f in SCALAR_FIELDS.get(name, ()):
         arrays[f.name] = pa.array(columns[f.name], type=f.type)
-    for s in tensor_specs(ctx.geometry, ctx.cache)[name]:
+    for s in ctx.network.tensor_specs(ctx.cache)[name]:
         if isinstance(s, SparseTensorSpec):
             arrays[f"{s.name}_mask"], arrays[f"{s.name}_values"] = s.encode(columns[s.name])
         else:
@@ -59,3 +85,16 @@ def per_image_table(ctx: StageContext, name: str, keys: pa.Table, **columns: np.
         if summarized(s):
             arrays.update({f"{s.name}_{k}": pa.array(v) for k, v in summarize(columns[s.name]).items()})
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+
+
+def backward_result(ctx: StageContext, keys: pa.Table, dx: np.ndarray | None, grads: dict) -> StageResult:
+    """A backward stage's outputs: the input gradient when the network uses it, and the shard's
+    parameter gradients named `<layer>.<param>`."""
+    tables = {}
+    if ctx.network.input_grad(ctx.layer):
+        tables["out"] = per_image_table(ctx, keys, dx=dx)
+    if grads:
+        named = {f"{ctx.layer.name}.{k}": v for k, v in grads.items()}
+        tables["grads"] = arrays_to_table(named, f"{ctx.stage}.grads", ctx.key_of(keys, "iteration"),
+                                          ctx.key_of(keys, "shard"))
+    return StageResult(tables)

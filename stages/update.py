@@ -29,16 +29,15 @@ def learning_rate(base: float, schedule: str, iteration: int, total_iterations: 
     raise ValueError(f"unknown learning-rate schedule {schedule!r} (expected 'constant' or 'cosine')")
 
 
-def init_params(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
-    """PyTorch's default init: uniform in +-1/sqrt(fan_in) for weights and biases of each layer."""
+def init_params(network, seed: int) -> dict[str, np.ndarray]:
+    """PyTorch's default init: uniform in +-1/sqrt(fan_in) for weights and biases of each layer,
+    drawn layer by layer in the network's order from one seeded stream."""
     rng = np.random.default_rng([seed, 0x5EED])
     params = {}
-    for layer in ("conv", "fc"):
-        w_shape = shapes[f"{layer}.w"]
-        fan_in = int(np.prod(w_shape[1:])) if layer == "conv" else w_shape[0]
-        bound = 1.0 / math.sqrt(fan_in)
-        params[f"{layer}.w"] = rng.uniform(-bound, bound, w_shape).astype(np.float32)
-        params[f"{layer}.b"] = rng.uniform(-bound, bound, shapes[f"{layer}.b"]).astype(np.float32)
+    for layer in network.trained_layers:
+        bound = 1.0 / math.sqrt(layer.fan_in)
+        for name, shape in layer.param_shapes.items():
+            params[f"{layer.name}.{name}"] = rng.uniform(-bound, bound, shape).astype(np.float32)
     return params
 
 
@@ -52,9 +51,9 @@ def sum_shard_grads(tables) -> dict[str, np.ndarray]:
 
 
 def update_stage(inputs, ctx) -> StageResult:
-    """fc_bwd(grads) + conv_bwd(grads), each a list of shard tables in shard order, + velocity
+    """Every gradient stage's shard tables (one list per stage, in shard order) + velocity
     -> the next params and velocity, and whether they are all finite."""
-    grads = sum_shard_grads([*inputs["fc_bwd"], *inputs["conv_bwd"]])
+    grads = sum_shard_grads([t for name, tables in inputs.items() if name != "velocity" for t in tables])
     missing = sorted(set(ctx.params) - set(grads))
     if missing:
         raise ValueError(f"update: no gradient for parameters {missing}")

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from pipeline import config, faults, graph
-from pipeline.run import Run
+from pipeline.run import Run, network_for
 from tests.conftest import assert_bitwise_equal, kill_when_paused, wait_until
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = ["train.batch_size=100", "train.shard_size=50", "train.epochs=1", "run.keep_iterations=3"]
 ITERATIONS = 2
+STAGES = network_for(config.Config()).iteration_stages
 
 
 def command(*args: str) -> list[str]:
@@ -65,14 +66,14 @@ def uninterrupted(spark, tmp_path_factory):
 
 def test_sigkill_between_every_pair_of_stages_and_mid_stage(tmp_path, uninterrupted):
     root = tmp_path / "killed"
-    boundaries = [graph.iteration_key(0, "update")] + [graph.iteration_key(1, s) for s in graph.ITERATION_STAGES[:-1]]
+    boundaries = [graph.iteration_key(0, "update")] + [graph.iteration_key(1, s) for s in STAGES[:-1]]
     args = train_args(root)
     for i, key in enumerate(boundaries):
         proc, marker = start(args, tmp_path, f"after-commit:{key}=pause")
         kill_when_paused(proc, marker)
         run = Run.open(str(root))
         assert run.manifest.committed(key)
-        following = graph.ITERATION_STAGES[i] if i < len(graph.ITERATION_STAGES) else None
+        following = STAGES[i] if i < len(STAGES) else None
         assert run.next_stage() == graph.iteration_key(1, following)
         args = ["resume", "--run-root", str(root)]
 
@@ -105,20 +106,20 @@ def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(tmp_path, unin
 
 def test_task_retry_gives_identical_results_without_duplicates(tmp_path, uninterrupted):
     root = tmp_path / "retried"
-    key = graph.iteration_key(1, "pool_fwd")
+    key = graph.iteration_key(1, "pool1_fwd")
     run_ok(train_args(root, "--set", 'spark.master="local[2,4]"'), tmp_path, f"in-task:{key}=fail-once")
     run = Run.open(str(root))
     files = run.manifest.files(key, "out")
     assert sorted(f["part"] for f in files) == ["0000", "0001"]
     assert sum(f["rows"] for f in files) == 100
-    written = [p for p in run.retention.orphans() if p.startswith("iterations/i000001/pool_fwd/")]
+    written = [p for p in run.retention.orphans() if p.startswith("iterations/i000001/pool1_fwd/")]
     assert written, "the failed first attempts' files should be left as orphans, not committed"
     assert_bitwise_equal(final_params(root), uninterrupted)
 
 
 def test_disk_full_commits_nothing_and_resume_succeeds(tmp_path, uninterrupted):
     root = tmp_path / "full"
-    key = graph.iteration_key(1, "fc_bwd")
+    key = graph.iteration_key(1, "fc1_bwd")
     rc, out, err = finish(start(train_args(root), tmp_path, f"write:{key}=enospc")[0])
     assert rc != 0
     assert f"stage {key} failed" in err and "No space left on device" in err
@@ -134,10 +135,10 @@ def test_corrupt_or_missing_files_are_found_and_recomputed(spark, tmp_path, unin
     run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
     run.save_config()
     run.train(spark, ITERATIONS)
-    truncated = run.manifest.files(graph.iteration_key(1, "pool_fwd"), "out")[0]
+    truncated = run.manifest.files(graph.iteration_key(1, "pool1_fwd"), "out")[0]
     path = Path(run.storage.path(truncated["path"]))
     path.write_bytes(path.read_bytes()[: truncated["bytes"] // 2])
-    deleted = run.manifest.files(graph.iteration_key(1, "relu_fwd"), "out")[1]
+    deleted = run.manifest.files(graph.iteration_key(1, "relu1_fwd"), "out")[1]
     Path(run.storage.path(deleted["path"])).unlink()
 
     rc, out, _ = finish(start(["status", "--run-root", str(root), "--verify"], tmp_path)[0])
@@ -146,7 +147,7 @@ def test_corrupt_or_missing_files_are_found_and_recomputed(spark, tmp_path, unin
     assert f"{deleted['path']}: missing" in out
 
     out = run_ok(["resume", "--run-root", str(root), "--iterations", str(ITERATIONS)], tmp_path)
-    assert "i000001.relu_fwd" in out and "will be recomputed" in out
+    assert "i000001.relu1_fwd" in out and "will be recomputed" in out
     assert_bitwise_equal(final_params(root), uninterrupted)
     rc, out, _ = finish(start(["status", "--run-root", str(root), "--verify"], tmp_path)[0])
     assert rc == 0 and "0 damaged" in out
@@ -183,7 +184,7 @@ def test_a_signal_mid_stage_ends_like_a_failure(tmp_path, uninterrupted, signum,
     """SIGTERM to the driver, or Ctrl-C (SIGINT to the terminal's whole process group): one message, the
     lock released, nothing of the stage committed, and resume ends bitwise equal."""
     root = tmp_path / "signalled"
-    key = graph.iteration_key(1, "relu_fwd")
+    key = graph.iteration_key(1, "relu1_fwd")
     proc, marker = start(train_args(root), tmp_path, f"in-task:{key}=pause")
     wait_until(proc, marker.exists, "its failpoint")
     if whole_group:

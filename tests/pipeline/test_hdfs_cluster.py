@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config, faults, graph, hdfs, sql
-from pipeline.manifest import MANIFEST_DIR
+from pipeline import layout
 from pipeline.run import Run
 from pipeline.storage import Storage
 from tests.conftest import REPO, kill_when_paused, wait_until
@@ -95,7 +95,7 @@ def test_sql_on_hdfs(services, spark, local_reference):
     root = f"{HDFS}/runs/cluster"
     run = Run.open(root)
     sql.register_views(spark, run)
-    count = spark.sql("SELECT COUNT(*) FROM conv_fwd WHERE iteration = 1").first()[0]
+    count = spark.sql("SELECT COUNT(*) FROM conv1_fwd WHERE iteration = 1").first()[0]
     assert count == 200
     proc = sparkcnn("sql", "--run-root", root, "--format", "csv",
                     "SELECT iteration, ROUND(AVG(loss), 6) AS loss FROM loss GROUP BY iteration ORDER BY iteration")
@@ -106,7 +106,7 @@ def test_sql_on_hdfs(services, spark, local_reference):
 def test_driver_killed_mid_stage_on_hdfs_then_resume(services, local_reference, tmp_path):
     root = f"{HDFS}/runs/killed"
     marker = tmp_path / "paused"
-    key = graph.iteration_key(1, "pool_bwd")
+    key = graph.iteration_key(1, "pool1_bwd")
     proc = sparkcnn(*train_args(root), failpoints=f"in-task:{key}=pause", marker=marker)
     kill_when_paused(proc, marker, 300)
     run = Run.open(root)
@@ -154,8 +154,8 @@ def test_run_completes_with_a_datanode_stopped_mid_run(services, local_reference
     """Runs last: it stops DataNode 2 of the module's HDFS for good (replication 2, one DataNode left)."""
     root = f"{HDFS}/runs/datanode-lost"
     proc = sparkcnn(*train_args(root))
-    storage, entry = Storage(root), f"{MANIFEST_DIR}/{graph.iteration_key(1, 'relu_fwd')}.json"
-    wait_until(proc, lambda: storage.exists(entry), "relu_fwd of iteration 1 committed", 300)
+    storage, entry = Storage(root), layout.manifest_entry(graph.iteration_key(1, 'relu1_fwd'))
+    wait_until(proc, lambda: storage.exists(entry), "relu1_fwd of iteration 1 committed", 300)
     script("hdfs.sh", "stop-datanode", "2", services["hdfs"], env=services["env"])
     assert proc.poll() is None, "the run ended before the DataNode was stopped"
     ok(proc)

@@ -10,7 +10,7 @@ from pipeline import config, ingest
 from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES, DataError
 from pipeline.run import SAMPLE_DATA, Run
 from schemas.tables import spec
-from stages.network import geometry_of
+from pipeline.run import network_for
 from tests.conftest import cifar_batch, write_archive
 
 
@@ -26,7 +26,7 @@ def test_ingest_writes_image_table_and_stats(tmp_path, synthetic_archive):
     files = run.manifest.files("ingest", "images")
     table = pq.read_table(run.storage.path(files[0]["path"]))
     source = pickle.loads(tarfile.open(synthetic_archive).extractfile(f"cifar-10-batches-py/{TRAIN_BATCHES[0]}").read())
-    pixels = spec(run.geometry, "images", "pixels").decode(table.column("pixels"))
+    pixels = spec(run.network, "images", "pixels").decode(table.column("pixels"))
     np.testing.assert_array_equal(pixels, source[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     assert table.column("label").to_pylist() == list(source[b"labels"])
     assert set(table.column("split").to_pylist()) == {"train"}
@@ -41,7 +41,7 @@ def test_ingest_writes_image_table_and_stats(tmp_path, synthetic_archive):
 def test_extracted_folder_gives_the_same_images(tmp_path, synthetic_archive):
     with tarfile.open(synthetic_archive) as tar:
         tar.extractall(tmp_path / "extracted", filter="data")
-    g = geometry_of(config.Config().model)
+    g = network_for(config.Config())
     from_folder, _, digest_folder = ingest.load(tmp_path / "extracted", g)
     from_archive, _, digest_archive = ingest.load(synthetic_archive, g)
     assert digest_folder == digest_archive
@@ -50,7 +50,7 @@ def test_extracted_folder_gives_the_same_images(tmp_path, synthetic_archive):
 
 def test_shipped_sample_is_real_cifar_layout():
     assert SAMPLE_DATA.stat().st_size <= 10 * 1024 * 1024
-    tables, _, _ = ingest.load(SAMPLE_DATA, geometry_of(config.Config().model))
+    tables, _, _ = ingest.load(SAMPLE_DATA, network_for(config.Config()))
     labels = np.concatenate([tables[n].column("label").to_numpy() for n in TRAIN_BATCHES])
     assert labels.size >= 2000 and set(np.unique(labels)) == set(range(10))
     assert tables[TEST_BATCH].num_rows >= 1000

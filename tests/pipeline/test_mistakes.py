@@ -64,13 +64,13 @@ def test_a_checkpoint_that_is_not_this_networks_is_refused_naming_the_file(train
     cases = {
         "ckpt.bin": (lambda p: p.write_bytes(b"not a checkpoint"), "not an .npz archive"),
         "absent.npz": (lambda p: None, "no such file"),
-        "shape.npz": (lambda p: np.savez(p, **{**params, "fc.w": params["fc.w"][:5]}),
-                      f"fc.w has shape (5, 10), expected {params['fc.w'].shape}"),
-        "names.npz": (lambda p: np.savez(p, **{k: v for k, v in params.items() if k != "conv.b"}, extra=params["conv.b"]),
-                      "missing conv.b; unexpected array extra"),
-        "dtype.npz": (lambda p: np.savez(p, **{**params, "conv.b": params["conv.b"].astype(np.float64)}),
-                      "conv.b is float64, expected float32"),
-        "pickled.npz": (lambda p: np.savez(p, **{**params, "conv.w": np.array([Unpickled(marker)], dtype=object)}),
+        "shape.npz": (lambda p: np.savez(p, **{**params, "fc1.w": params["fc1.w"][:5]}),
+                      f"fc1.w has shape (5, 10), expected {params['fc1.w'].shape}"),
+        "names.npz": (lambda p: np.savez(p, **{k: v for k, v in params.items() if k != "conv1.b"}, extra=params["conv1.b"]),
+                      "missing conv1.b; unexpected array extra"),
+        "dtype.npz": (lambda p: np.savez(p, **{**params, "conv1.b": params["conv1.b"].astype(np.float64)}),
+                      "conv1.b is float64, expected float32"),
+        "pickled.npz": (lambda p: np.savez(p, **{**params, "conv1.w": np.array([Unpickled(marker)], dtype=object)}),
                         "holds pickled objects"),
     }
     for name, (make, message) in cases.items():
@@ -88,14 +88,14 @@ def test_a_checkpoint_that_is_not_this_networks_is_refused_naming_the_file(train
 # 2. cache policies changed between the stage that writes a cache and the stage that reads it
 
 POLICY_CHANGES = [
-    *[("relu_fwd", "relu_mask", a, b) for a in ("bitmask", "bytes", "recompute")
+    *[("relu1_fwd", "relu_mask", a, b) for a in ("bitmask", "bytes", "recompute")
       for b in ("bitmask", "bytes", "recompute") if a != b],
-    ("pool_fwd", "pool_argmax", "int8", "recompute"),
-    ("pool_fwd", "pool_argmax", "recompute", "int8"),
-    ("pool_bwd", "sparse_gradients", "false", "true"),
-    ("pool_bwd", "sparse_gradients", "true", "false"),
-    ("relu_bwd", "sparse_gradients", "false", "true"),
-    ("relu_bwd", "sparse_gradients", "true", "false"),
+    ("pool1_fwd", "pool_argmax", "int8", "recompute"),
+    ("pool1_fwd", "pool_argmax", "recompute", "int8"),
+    ("pool1_bwd", "sparse_gradients", "false", "true"),
+    ("pool1_bwd", "sparse_gradients", "true", "false"),
+    ("relu1_bwd", "sparse_gradients", "false", "true"),
+    ("relu1_bwd", "sparse_gradients", "true", "false"),
 ]
 
 
@@ -135,7 +135,7 @@ def test_a_damaged_manifest_entry_is_reported_and_recomputed(spark, tmp_path, ca
     plain.train(spark, 2)
     run = new_run(tmp_path / "damaged")
     run.train(spark, 2)
-    rel = f"manifest/{graph.iteration_key(1, 'fc_bwd')}.json"
+    rel = f"manifest/{graph.iteration_key(1, 'fc1_bwd')}.json"
     run.storage.write_bytes(rel, b"\x00garbage{")
     root = run.storage.url
 
@@ -147,7 +147,7 @@ def test_a_damaged_manifest_entry_is_reported_and_recomputed(spark, tmp_path, ca
 
     assert main(["resume", "--run-root", root, "--iterations", "2"]) == 0
     out = capsys.readouterr().out
-    assert "i000001.fc_bwd" in out and "i000001.update" in out and "will be recomputed" in out
+    assert "i000001.fc1_bwd" in out and "i000001.update" in out and "will be recomputed" in out
     assert_bitwise_equal(Run.open(root).params_at(2), plain.params_at(2))
     assert main(["status", "--run-root", root, "--verify"]) == 0
 
@@ -161,10 +161,11 @@ def test_settings_that_cannot_train_are_refused_before_anything_is_created(tmp_p
             config.load(overrides=[bad])
     root = tmp_path / "never"
     assert main(["train", "--run-root", str(root), "--set", "train.learning_rate=inf"]) == 2
-    assert main(["train", "--run-root", str(root), "--set", "model.kernel=40"]) == 2
+    assert main(["train", "--run-root", str(root), "--set",
+                 'model.layers=[{type="conv", filters=8, kernel=40, padding=2}, {type="fc", units=10}]']) == 2
     err = capsys.readouterr().err
     assert "train.learning_rate must be a finite number" in err
-    assert "conv: a 40x40 kernel (model.kernel) does not fit the 32x32 input with padding 2" in err
+    assert "layer conv1: a 40x40 kernel does not fit its 32x32 input with padding 2" in err
     assert "to continue" not in err and not root.exists()
 
 
@@ -234,14 +235,14 @@ def test_a_local_run_root_with_spaces_and_hash_is_used_as_given(spark, tmp_path,
 
 def test_a_failed_stage_shows_one_clean_error_and_logs_the_trace(tmp_path):
     root = tmp_path / "full"
-    env = {**os.environ, "SPARKCNN_FAILPOINTS": f"write:{graph.iteration_key(0, 'fc_bwd')}=enospc"}
+    env = {**os.environ, "SPARKCNN_FAILPOINTS": f"write:{graph.iteration_key(0, 'fc1_bwd')}=enospc"}
     sets = [a for s in SMALL for a in ("--set", s)]
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--run-root", str(root), *sets],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
-    assert lines[0] == "error: stage i000000.fc_bwd failed: OSError: [Errno 28] No space left on device " \
-                       "(injected at write:i000000.fc_bwd)", proc.stderr
+    assert lines[0] == "error: stage i000000.fc1_bwd failed: OSError: [Errno 28] No space left on device " \
+                       "(injected at write:i000000.fc1_bwd)", proc.stderr
     assert lines[1].startswith(f"details: {root}/logs/") and lines[2:] == [
         f"run root: {root}", f"to continue: sparkcnn resume --run-root {root}"], proc.stderr
     log = Path(lines[1].split(": ", 1)[1]).read_text()
@@ -303,7 +304,7 @@ def test_the_checkpoint_policy_keeps_what_it_says(trained, tmp_path, capsys):
     assert trained.kept_params() == [0, 1, 2, 3]
     assert main(["export", "--run-root", root, "--iteration", "1", "--out", str(tmp_path / "p1.npz")]) == 0
     run = Run.open(root, ["run.keep_iterations=1", "run.checkpoint_every=0"])
-    run.retention.collect()
+    run.collect_garbage()
     assert run.kept_params() == [0, 2, 3]
     assert main(["export", "--run-root", root, "--iteration", "1", "--out", str(tmp_path / "p.npz")]) == 2
     assert "kept here: after 0, 2, 3 iterations" in capsys.readouterr().err
@@ -331,7 +332,7 @@ def test_damaged_lock_and_retention_records_are_named_or_rebuilt(trained, capsys
     assert f"the lock of run root {root} is unreadable ({lock})" in capsys.readouterr().err
     lock.unlink()
 
-    record = Path(root) / "retired" / f"{graph.iteration_key(0, 'relu_fwd')}.json"
+    record = Path(root) / "retired" / f"{graph.iteration_key(0, 'relu1_fwd')}.json"
     assert json.loads(record.read_text())["outputs"] == ["out"]
     record.write_bytes(b"\x00")
     assert main(["status", "--run-root", root, "--verify"]) == 0
@@ -362,13 +363,13 @@ def test_ctrl_c_in_the_sql_prompt_stops_the_query_and_the_prompt_goes_on(trained
     done = (0, 0)
     try:
         read(b"sparkcnn> ")
-        os.write(fd, b"SELECT SUM(tensor_channel_zeros(out, 'float32', 32, 1)) FROM relu_fwd "
+        os.write(fd, b"SELECT SUM(tensor_channel_zeros(out, 'float32', 32, 1)) FROM relu1_fwd "
                      b"CROSS JOIN (SELECT explode(sequence(1, 100000)));\n")
         time.sleep(3)
         os.write(fd, b"\x03")
         read(b"query stopped")
         read(b"sparkcnn> ", 2)
-        os.write(fd, b"SELECT COUNT(*) AS n FROM conv_fwd;\n")
+        os.write(fd, b"SELECT COUNT(*) AS n FROM conv1_fwd;\n")
         read(b"(1 row)")
         read(b"sparkcnn> ", 3)
         os.write(fd, b"half a statement")

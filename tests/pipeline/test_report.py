@@ -75,14 +75,14 @@ def test_report_charts_and_numbers(trained, tmp_path):
     assert figures["curves"]["test_accuracy"] == {e: m["accuracy"] for e, m in evals.items()}
     for e, m in evals.items():
         assert f"<td>{e}</td><td>{m['loss']:.4f}</td><td>{m['accuracy']:.4f}</td>" in page
-    stage_rows = [m for m in run.metrics().to_pylist() if m["kind"] == "stage" and m["stage"] == "conv_fwd"]
-    assert figures["stages"]["staged"]["conv_fwd"] == pytest.approx(np.mean([m["seconds"] for m in stage_rows]))
+    stage_rows = [m for m in run.metrics().to_pylist() if m["kind"] == "stage" and m["stage"] == "conv1_fwd"]
+    assert figures["stages"]["staged"]["conv1_fwd"] == pytest.approx(np.mean([m["seconds"] for m in stage_rows]))
     matrix = np.array(figures["confusion"])
     result = evaluate(run, run.params_at(4))
     assert matrix.sum() == 1000 and np.trace(matrix) == round(evals[2]["accuracy"] * 1000)
     assert np.trace(matrix) == (result["predicted"] == result["label"]).sum()
     assert all(r["label"] != r["predicted"] for r in figures["misclassified"])
-    assert figures["activations"]["relu_fwd"]["iteration"] == 3
+    assert figures["activations"]["relu1_fwd"]["iteration"] == 3
 
 
 def test_predict_agrees_with_evaluate(trained, tmp_path, capsys):

@@ -23,8 +23,8 @@ def test_only_recent_and_inspected_iterations_keep_their_stage_outputs(run):
     assert run.storage.listdir("iterations") == ["i000001", "i000004", "i000005"]
     assert not run.storage.exists("epochs/e0000/batches")
     assert run.storage.exists("epochs/e0001/batches")
-    retired = run.retention.retired_outputs(graph.iteration_key(2, "relu_fwd"))
-    assert retired == {"out"} and run.manifest.committed(graph.iteration_key(2, "relu_fwd"))
+    retired = run.retention.retired_outputs(graph.iteration_key(2, "relu1_fwd"))
+    assert retired == {"out"} and run.manifest.committed(graph.iteration_key(2, "relu1_fwd"))
 
 
 def test_checkpoint_policy(run):
@@ -43,12 +43,12 @@ def test_disk_use_is_bounded_by_the_window(run):
         return sum(run.storage.size(p[len(run.storage.path("")) + 1:]) for p in run.storage.fs.find(run.storage.path(folder)))
 
     kept = sum(run.manifest.get(graph.iteration_key(t, s))["bytes"] for t in (1, 4, 5)
-               for s in graph.ITERATION_STAGES if s != "update")
+               for s in run.network.iteration_stages if s != "update")
     assert folder_bytes("iterations") == kept
 
 
 def test_gc_removes_orphans_only(run, capsys):
-    orphan = "iterations/i000005/conv_fwd/out-0000-deadbeef0000.parquet"
+    orphan = "iterations/i000005/conv1_fwd/out-0000-deadbeef0000.parquet"
     run.storage.write_bytes(orphan, b"half written")
     run.storage.write_bytes("params/v000006/.tmp-123", b"x")
     assert orphan in run.retention.orphans()

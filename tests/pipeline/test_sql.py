@@ -16,7 +16,8 @@ from pipeline.cli import main
 from pipeline.run import Run
 from schemas.tables import table_to_arrays
 from schemas.tensors import decode_column
-from stages import conv, network
+from stages import network
+from stages.tabular import normalize
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_every_committed_table_is_a_view(spark, run):
     assert {"images", "stats", "testset", "batches", "evaluate", "params", "velocity", "metrics", "manifest",
             "retired", *sql.PER_IMAGE_VIEWS, *sql.GRADIENT_VIEWS} <= names
     assert spark.sql("SELECT COUNT(*) FROM images").first()[0] == 3000
-    assert spark.sql("SELECT COUNT(DISTINCT iteration) FROM conv_fwd").first()[0] == 3
+    assert spark.sql("SELECT COUNT(DISTINCT iteration) FROM conv1_fwd").first()[0] == 3
     keys = spark.sql("SELECT * FROM loss LIMIT 1").columns
     assert {"run_id", "stage", "iteration", "epoch", "shard", "image_id", "label"} <= set(keys)
     assert spark.sql("SELECT COUNT(*) FROM retired").first()[0] > 0
@@ -57,9 +58,9 @@ def test_every_committed_table_is_a_view(spark, run):
 
 
 def test_summary_columns_match_numpy(spark, run):
-    rows = spark.sql("SELECT image_id, out_mean, out_std, out_min, out_max, out_l2, out_zeros FROM relu_fwd "
+    rows = spark.sql("SELECT image_id, out_mean, out_std, out_min, out_max, out_l2, out_zeros FROM relu1_fwd "
                      "WHERE iteration = 3 ORDER BY shard, position").toArrow()
-    out = np.concatenate([decode_column(t, "out") for t in committed(run, "relu_fwd")[3]]).reshape(100, -1)
+    out = np.concatenate([decode_column(t, "out") for t in committed(run, "relu1_fwd")[3]]).reshape(100, -1)
     np.testing.assert_allclose(rows.column("out_mean").to_numpy(), out.mean(axis=1, dtype=np.float64), rtol=1e-9)
     np.testing.assert_allclose(rows.column("out_std").to_numpy(), out.astype(np.float64).std(axis=1), rtol=1e-6)
     np.testing.assert_array_equal(rows.column("out_max").to_numpy(), out.max(axis=1))
@@ -78,9 +79,9 @@ def test_tensor_functions_decode(spark, run):
 def test_dead_relu_fraction_per_channel_per_iteration(spark, run):
     got = spark.sql("""
         SELECT iteration, c AS channel, AVG(tensor_channel_zeros(out, 'float32', 32, c)) AS dead
-        FROM relu_fwd LATERAL VIEW explode(sequence(0, 31)) channels AS c
+        FROM relu1_fwd LATERAL VIEW explode(sequence(0, 31)) channels AS c
         GROUP BY iteration, c ORDER BY iteration, c""").toArrow().to_pylist()
-    for t, tables in committed(run, "relu_fwd").items():
+    for t, tables in committed(run, "relu1_fwd").items():
         out = np.concatenate([decode_column(tb, "out") for tb in tables])
         expected = (out == 0).mean(axis=(0, 1, 2))
         mine = [r["dead"] for r in got if r["iteration"] == t]
@@ -91,13 +92,13 @@ def test_gradient_l2_norm_per_layer_over_iterations(spark, run):
     got = spark.sql("""
         SELECT iteration, split(name, '[.]')[0] AS layer, SQRT(SUM(g * g)) AS l2 FROM (
           SELECT iteration, name, i, SUM(x) AS g FROM (
-            SELECT iteration, name, posexplode(tensor_array(value, 'float32')) AS (i, x) FROM fc_bwd_grads
+            SELECT iteration, name, posexplode(tensor_array(value, 'float32')) AS (i, x) FROM fc1_bwd_grads
             UNION ALL
-            SELECT iteration, name, posexplode(tensor_array(value, 'float32')) AS (i, x) FROM conv_bwd_grads)
+            SELECT iteration, name, posexplode(tensor_array(value, 'float32')) AS (i, x) FROM conv1_bwd_grads)
           GROUP BY iteration, name, i)
         GROUP BY iteration, layer ORDER BY iteration, layer""").toArrow().to_pylist()
     assert {r["iteration"] for r in got} == {1, 2, 3}
-    for stage, layer in (("fc_bwd", "fc"), ("conv_bwd", "conv")):
+    for stage, layer in (("fc1_bwd", "fc1"), ("conv1_bwd", "conv1")):
         for t, tables in committed(run, stage, "grads").items():
             grads = [table_to_arrays(tb) for tb in tables]
             total = {n: sum(g[n] for g in grads) for n in grads[0]}
@@ -113,7 +114,7 @@ def test_highest_loss_test_images(spark, run):
         ORDER BY loss DESC, image_id LIMIT 10""").toArrow().to_pylist()
     test = pq.read_table(run.storage.path(run.manifest.files("ingest", "images")[-1]["path"]))
     ctx = run.context(run.params_at(4))
-    x = conv.normalize(decode_column(test, "pixels"), ctx.mean, ctx.std)
+    x = normalize(decode_column(test, "pixels"), ctx.mean, ctx.std)
     labels = test.column("label").to_numpy()
     losses, caches = network.forward(x, labels, ctx)
     order = np.lexsort((test.column("image_id").to_numpy(), -losses))[:10]
@@ -125,7 +126,7 @@ def test_highest_loss_test_images(spark, run):
 def test_seconds_per_stage_by_iteration(spark, run):
     got = spark.sql("SELECT iteration, stage, seconds FROM metrics WHERE kind = 'stage' "
                     "ORDER BY iteration, stage").toArrow().to_pylist()
-    assert len(got) == 4 * len(graph.ITERATION_STAGES)
+    assert len(got) == 4 * len(run.network.iteration_stages)
     for r in got:
         assert r["seconds"] == run.manifest.get(graph.iteration_key(r["iteration"], r["stage"]))["seconds"]
 
@@ -134,32 +135,32 @@ def test_histogram_of_one_channel(spark, run):
     got = spark.sql("""
         SELECT bin, SUM(n) AS count FROM (
           SELECT posexplode(tensor_channel_histogram(out, 'float32', 32, 7, 16, 0.0, 2.0)) AS (bin, n)
-          FROM relu_fwd WHERE iteration = 2)
+          FROM relu1_fwd WHERE iteration = 2)
         GROUP BY bin ORDER BY bin""").toArrow()
-    out = np.concatenate([decode_column(t, "out") for t in committed(run, "relu_fwd")[2]])[..., 7].reshape(-1)
+    out = np.concatenate([decode_column(t, "out") for t in committed(run, "relu1_fwd")[2]])[..., 7].reshape(-1)
     index = np.clip(((out - 0.0) / 2.0 * 16).astype(np.int64), 0, 15)
     np.testing.assert_array_equal(got.column("count").to_numpy(), np.bincount(index, minlength=16))
 
 
 def test_views_see_committed_files_only(spark, run, tmp_path):
-    stray = "iterations/i000003/conv_fwd/out-0000-0123456789ab.parquet"
-    first = run.manifest.files(graph.iteration_key(3, "conv_fwd"), "out")[0]["path"]
+    stray = "iterations/i000003/conv1_fwd/out-0000-0123456789ab.parquet"
+    first = run.manifest.files(graph.iteration_key(3, "conv1_fwd"), "out")[0]["path"]
     run.storage.write_bytes(stray, run.storage.read_bytes(first))
     try:
         sources = sql.register_views(spark, run)
-        assert stray not in sources["conv_fwd"].files
-        assert spark.sql("SELECT COUNT(*) FROM conv_fwd WHERE iteration = 3").first()[0] == 100
+        assert stray not in sources["conv1_fwd"].files
+        assert spark.sql("SELECT COUNT(*) FROM conv1_fwd WHERE iteration = 3").first()[0] == 100
     finally:
         run.storage.remove(stray)
 
 
 def test_cli_formats_notes_and_views_sql(spark, run, tmp_path, capsys):
     root = run.storage.url
-    assert main(["sql", "--run-root", root, "SELECT iteration, COUNT(*) AS n FROM conv_fwd GROUP BY iteration "
+    assert main(["sql", "--run-root", root, "SELECT iteration, COUNT(*) AS n FROM conv1_fwd GROUP BY iteration "
                  "ORDER BY iteration"]) == 0
     captured = capsys.readouterr()
     assert "iteration |   n" in captured.out and "(3 rows)" in captured.out
-    assert "note: view conv_fwd: the outputs of 1 stage(s) were removed by retention" in captured.err
+    assert "note: view conv1_fwd: the outputs of 1 stage(s) were removed by retention" in captured.err
     assert main(["sql", "--run-root", root, "--format", "json", "SELECT image_id FROM images WHERE image_id < 2"]) == 0
     assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == [{"image_id": 0}, {"image_id": 1}]
     out = tmp_path / "r.parquet"
@@ -174,7 +175,7 @@ def test_cli_formats_notes_and_views_sql(spark, run, tmp_path, capsys):
     text = views.read_text()
     for statement in [s for s in text.split(";\n") if s.strip().startswith("CREATE")]:
         spark.sql(statement)
-    assert spark.sql("SELECT COUNT(*) FROM relu_bwd").first()[0] == 300
+    assert spark.sql("SELECT COUNT(*) FROM relu1_bwd").first()[0] == 300
     sql.register_views(spark, run)
 
 

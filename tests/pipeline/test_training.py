@@ -11,7 +11,8 @@ from pipeline import config, graph, reference
 from pipeline.cli import main
 from pipeline.run import Run
 from schemas.tables import spec
-from stages import conv, fc, loss, pool, relu, update
+from stages import loss, network, relu, update
+from stages.tabular import normalize
 from tests.conftest import assert_bitwise_equal
 
 pytestmark = pytest.mark.slow
@@ -65,9 +66,9 @@ def test_matches_single_process_numpy_loop(runs):
 
 def test_different_seed_differs(spark, tmp_path):
     other = train(spark, tmp_path / "seed1", "train.seed=1")
-    assert not np.array_equal(params_after(other, 1)["fc.w"], Run.open(str(tmp_path / "seed1")).params_at(0)["fc.w"])
-    init_a = update.init_params(other.geometry.param_shapes, 0)
-    assert not np.array_equal(other.params_at(0)["conv.w"], init_a["conv.w"])
+    assert not np.array_equal(params_after(other, 1)["fc1.w"], Run.open(str(tmp_path / "seed1")).params_at(0)["fc1.w"])
+    init_a = update.init_params(other.network, 0)
+    assert not np.array_equal(other.params_at(0)["conv1.w"], init_a["conv1.w"])
 
 
 class Tables:
@@ -83,7 +84,7 @@ class Tables:
     def tensor(self, stage: str, column: str, key: str | None = None) -> list[np.ndarray]:
         key = key or graph.iteration_key(self.t, stage)
         source = "batches" if key.startswith("batches") else stage
-        return [spec(self.run.geometry, source, column).decode(t.column(column)) for t in self.read(key)]
+        return [spec(self.run.network, source, column).decode(t.column(column)) for t in self.read(key)]
 
 
 def test_every_stage_matches_its_numpy_kernel(runs):
@@ -92,42 +93,42 @@ def test_every_stage_matches_its_numpy_kernel(runs):
 
 
 def check_iteration_against_kernels(run, t):
+    """Every stage table of iteration t equals what the layer's numpy function gives on the same inputs."""
     tab = Tables(run, t)
+    net = run.network
     ctx = run.context(run.params_at(t), run.schedule().batch_images(t))
-    g = run.geometry
-    batches = [b for b in tab.read(graph.batches_key(0)) if b.column("iteration")[0].as_py() == t]
-    assert len(batches) == 4
-    images = [conv.normalize(spec(g, "batches", "pixels").decode(b.column("pixels")), ctx.mean, ctx.std) for b in batches]
-    labels = [b.column("label").to_numpy() for b in batches]
-    conv_p = conv.layer_params(ctx)
-    fc_p = ctx.layer_params("fc")
-    for s, x in enumerate(images):
-        c_out, c_cache = conv.forward(x, conv_p)
-        np.testing.assert_array_equal(tab.tensor("conv_fwd", "out")[s], c_out)
-        r_out, mask = relu.forward(c_out)
-        np.testing.assert_array_equal(tab.tensor("relu_fwd", "out")[s], r_out)
-        np.testing.assert_array_equal(relu.unpack_mask(tab.tensor("relu_fwd", "mask")[s], g.conv), mask)
-        p_out, p_cache = pool.forward(r_out, {"size": 2, "stride": 2})
-        np.testing.assert_array_equal(tab.tensor("pool_fwd", "out")[s], p_out)
-        np.testing.assert_array_equal(tab.tensor("pool_fwd", "argmax")[s], p_cache["argmax"])
-        scores, f_cache = fc.forward(p_out, fc_p)
-        np.testing.assert_array_equal(tab.tensor("fc_fwd", "scores")[s], scores)
-        losses, l_cache = loss.forward(scores, {"labels": labels[s]})
-        loss_table = tab.read(graph.iteration_key(t, "loss"))[s]
-        np.testing.assert_array_equal(loss_table.column("loss").to_numpy(), losses)
-        dscores, _ = loss.backward(np.full(losses.shape, 1 / 100, np.float32), l_cache)
-        np.testing.assert_array_equal(tab.tensor("loss", "dscores")[s], dscores)
-        dpool, fc_grads = fc.backward(dscores, f_cache)
-        np.testing.assert_array_equal(tab.tensor("fc_bwd", "dx")[s], dpool)
-        drelu, _ = pool.backward(dpool, p_cache)
-        np.testing.assert_array_equal(tab.tensor("pool_bwd", "dx")[s], drelu)
-        dconv, _ = relu.backward(drelu, mask)
-        np.testing.assert_array_equal(tab.tensor("relu_bwd", "dx")[s], dconv)
-        _, conv_grads = conv.backward(dconv, c_cache)
-        for name, grads, key in (("fc", fc_grads, "fc_bwd"), ("conv", conv_grads, "conv_bwd")):
-            stored = update.table_to_arrays(tab.read(graph.iteration_key(t, key), "grads")[s])
-            for k, v in grads.items():
-                np.testing.assert_array_equal(stored[f"{name}.{k}"], v)
+    batches = [b for b in tab.read(graph.batches_key(run.schedule().epoch_of(t)))
+               if b.column("iteration")[0].as_py() == t]
+    assert len(batches) == run.schedule().shards(run.schedule().batch_images(t))
+    for s, batch in enumerate(batches):
+        x = normalize(spec(net, "batches", "pixels").decode(batch.column("pixels")), ctx.mean, ctx.std)
+        keys = (t, batch.column("image_id").to_numpy())
+        caches = []
+        for layer in net.layers:
+            x, cache = network.LAYERS[layer.type].forward(x, network.layer_params(layer, ctx, keys))
+            caches.append(cache)
+            np.testing.assert_array_equal(tab.tensor(layer.forward_stage, "out")[s], x)
+            if layer.type == "relu":
+                np.testing.assert_array_equal(relu.unpack_mask(tab.tensor(layer.forward_stage, "mask")[s],
+                                                               layer.out_shape), cache)
+            if layer.type == "max_pool":
+                np.testing.assert_array_equal(tab.tensor(layer.forward_stage, "argmax")[s], cache["argmax"])
+        labels = batch.column("label").to_numpy()
+        losses, l_cache = loss.forward(x, {"labels": labels})
+        np.testing.assert_array_equal(tab.read(graph.iteration_key(t, "loss"))[s].column("loss").to_numpy(), losses)
+        dout, _ = loss.backward(np.full(losses.shape, 1 / ctx.normalizer, np.float32), l_cache)
+        np.testing.assert_array_equal(tab.tensor("loss", "dx")[s], dout)
+        for layer in reversed(net.layers):
+            if not net.has_backward(layer):
+                break
+            dout, grads = network.LAYERS[layer.type].backward(dout, caches[layer.index])
+            if net.input_grad(layer):
+                np.testing.assert_array_equal(tab.tensor(layer.backward_stage, "dx")[s], dout)
+            if grads:
+                stored = update.table_to_arrays(tab.read(graph.iteration_key(t, layer.backward_stage), "grads")[s])
+                assert sorted(stored) == sorted(f"{layer.name}.{k}" for k in grads)
+                for k, v in grads.items():
+                    np.testing.assert_array_equal(stored[f"{layer.name}.{k}"], v)
 
 
 def test_keys_and_order_are_carried_through(runs):
@@ -135,7 +136,7 @@ def test_keys_and_order_are_carried_through(runs):
     tab = Tables(run, 0)
     batch_ids = [b.column("image_id").to_pylist() for b in tab.read(graph.batches_key(0))
                  if b.column("iteration")[0].as_py() == 0]
-    for stage in ("conv_fwd", "relu_fwd", "pool_fwd", "fc_fwd", "loss", "fc_bwd", "pool_bwd", "relu_bwd"):
+    for stage in run.network.per_image_stages:
         tables = tab.read(graph.iteration_key(0, stage))
         assert [t.column("image_id").to_pylist() for t in tables] == batch_ids, stage
         assert all(t.column("iteration").to_pylist() == [0] * t.num_rows for t in tables)
@@ -155,10 +156,10 @@ def test_cli_trains_evaluates_reports_and_exports(spark, tmp_path, capsys):
     assert len(evals) == 1 and evals[0]["rows"] == 1000 and 0.0 <= evals[0]["accuracy"] <= 1.0
     assert evals[0]["accuracy"] > 0.15
     stage_rows = [m for m in metrics if m["kind"] == "stage"]
-    assert {m["stage"] for m in stage_rows} == set(graph.ITERATION_STAGES)
-    assert len(stage_rows) == 4 * len(graph.ITERATION_STAGES)
+    assert {m["stage"] for m in stage_rows} == set(run.network.iteration_stages)
+    assert len(stage_rows) == 4 * len(run.network.iteration_stages)
     assert all(m["seconds"] > 0 and m["bytes"] > 0 for m in stage_rows)
-    assert {m["rows"] for m in stage_rows if m["stage"] == "conv_fwd"} == {500}
+    assert {m["rows"] for m in stage_rows if m["stage"] == "conv1_fwd"} == {500}
     train_rows = sorted((m for m in metrics if m["kind"] == "train"), key=lambda m: m["iteration"])
     assert [m["iteration"] for m in train_rows] == [0, 1, 2, 3] and all(np.isfinite(m["loss"]) for m in train_rows)
 
@@ -167,23 +168,23 @@ def test_cli_trains_evaluates_reports_and_exports(spark, tmp_path, capsys):
     assert_bitwise_equal(dict(exported), run.params_at(4))
     assert main(["export", "--run-root", str(root), "--out", str(tmp_path / "p1.npz"), "--iteration", "1"]) == 0
     assert_bitwise_equal(dict(np.load(tmp_path / "p1.npz")), run.params_at(1))
-    assert exported["conv.w"].shape == (32, 3, 5, 5) and exported["fc.w"].shape == (8192, 10)
+    assert exported["conv1.w"].shape == (32, 3, 5, 5) and exported["fc1.w"].shape == (8192, 10)
 
 
 def test_stage_command_runs_one_stage_and_refuses_missing_inputs(spark, tmp_path, capsys):
     root = tmp_path / "stages"
     flags = ["--run-root", str(root), "--set", "train.batch_size=200", "--set", "train.shard_size=100"]
     assert main(["train", *flags, "--iterations", "1"]) == 0
-    assert main(["stage", "relu_fwd", "--iteration", "1", "--run-root", str(root)]) == 2
-    assert "i000001.conv_fwd is not committed" in capsys.readouterr().err
-    assert main(["stage", "conv_fwd", "--iteration", "1", "--run-root", str(root)]) == 0
-    assert main(["stage", "conv_fwd", "--iteration", "1", "--run-root", str(root)]) == 2
+    assert main(["stage", "relu1_fwd", "--iteration", "1", "--run-root", str(root)]) == 2
+    assert "i000001.conv1_fwd is not committed" in capsys.readouterr().err
+    assert main(["stage", "conv1_fwd", "--iteration", "1", "--run-root", str(root)]) == 0
+    assert main(["stage", "conv1_fwd", "--iteration", "1", "--run-root", str(root)]) == 2
     assert "already committed" in capsys.readouterr().err
     assert main(["status", "--run-root", str(root)]) == 0
-    assert "next stage: i000001.relu_fwd" in capsys.readouterr().out
+    assert "next stage: i000001.relu1_fwd" in capsys.readouterr().out
     assert main(["resume", "--run-root", str(root), "--iterations", "2"]) == 0
     run = Run.open(str(root))
-    assert run.next_stage() == graph.iteration_key(2, "conv_fwd")
+    assert run.next_stage() == graph.iteration_key(2, "conv1_fwd")
     reference_params = reference.train(run.cfg, 2)
     for name, value in run.params_at(2).items():
         assert np.linalg.norm(value - reference_params[name]) <= 1e-6 * np.linalg.norm(reference_params[name])
@@ -215,20 +216,20 @@ def test_memory_mode_writes_only_checkpoints_and_metrics(mode_runs):
     assert not run.storage.exists("iterations")
     assert all(k.endswith(".update") for k in run.manifest.keys() if k.startswith("i0"))
     stages = {m["stage"] for m in run.metrics().to_pylist() if m["kind"] == "stage"}
-    assert stages == set(graph.ITERATION_STAGES)
+    assert stages == set(run.network.iteration_stages)
 
 
 def test_fused_mode_inspects_every_nth_iteration(runs, mode_runs):
     fused, staged = mode_runs["fused"], runs["a"]
     assert fused.storage.listdir("iterations") == ["i000000", "i000002"]
     for t in (0, 2):
-        for stage in graph.ITERATION_STAGES[:-1]:
+        for stage in fused.network.iteration_stages[:-1]:
             key = graph.iteration_key(t, stage)
-            output = "grads" if stage == "conv_bwd" else "out"
+            output = "grads" if stage == "conv1_bwd" else "out"
             got = [pq.read_table(fused.storage.path(f["path"])) for f in fused.manifest.files(key, output)]
             want = [pq.read_table(staged.storage.path(f["path"])) for f in staged.manifest.files(key, output)]
             assert got == want, key
-    assert not fused.manifest.committed(graph.iteration_key(1, "conv_fwd"))
+    assert not fused.manifest.committed(graph.iteration_key(1, "conv1_fwd"))
 
 
 def test_switching_modes_between_iterations(spark, tmp_path, runs):
@@ -258,9 +259,9 @@ def test_cache_policies_change_bytes_not_results(spark, tmp_path, runs, policy):
 
     base = runs["a"]
     if "cache.relu_mask='bytes'" in policy:
-        assert stage_bytes(run, "relu_fwd") > stage_bytes(base, "relu_fwd")
+        assert stage_bytes(run, "relu1_fwd") > stage_bytes(base, "relu1_fwd")
     else:
-        for stage in ("relu_fwd", "pool_fwd", "pool_bwd", "relu_bwd"):
+        for stage in ("relu1_fwd", "pool1_fwd", "pool1_bwd", "relu1_bwd"):
             assert stage_bytes(run, stage) < stage_bytes(base, stage), stage
 
 

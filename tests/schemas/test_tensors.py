@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Config
-from schemas.tables import arrays_to_table, table_schema, table_to_arrays, tensor_specs
+from schemas.tables import arrays_to_table, table_schema, table_to_arrays
 from schemas.tensors import TensorSpec, spec_of
-from stages.network import geometry_of
+from pipeline.run import network_for
 
 
 @pytest.mark.parametrize("dtype,shape", [("float32", (4, 3, 2)), ("uint8", (3072,)), ("int8", (2, 2))])
@@ -27,15 +27,15 @@ def test_wrong_row_length_is_refused():
 
 
 def test_parquet_files_declare_dtype_and_shape(tmp_path):
-    g = geometry_of(Config().model)
-    schema = table_schema(g, "pool_fwd")
+    g = network_for(Config())
+    schema = table_schema(g, "pool1_fwd")
     path = tmp_path / "t.parquet"
     pq.write_table(schema.empty_table(), path)
     read = pq.read_schema(path)
-    specs = {s.name: s for s in tensor_specs(g)["pool_fwd"]}
+    specs = {s.name: s for s in g.tensor_specs()["pool1_fwd"]}
     assert spec_of(read.field("out")) == specs["out"] == TensorSpec("out", "float32", (16, 16, 32))
     assert spec_of(read.field("argmax")) == TensorSpec("argmax", "int8", (16, 16, 32))
-    assert read.metadata[b"sparkcnn.table"] == b"pool_fwd"
+    assert read.metadata[b"sparkcnn.table"] == b"pool1_fwd"
     assert not any(pa.types.is_list(f.type) for f in read)
 
 
@@ -63,9 +63,9 @@ def test_sparse_round_trip_is_bit_exact():
 
 
 def test_cache_policy_changes_columns():
-    g = geometry_of(Config().model)
-    recompute = table_schema(g, "relu_fwd", {"relu_mask": "recompute"})
+    g = network_for(Config())
+    recompute = table_schema(g, "relu1_fwd", {"relu_mask": "recompute"})
     assert "mask" not in recompute.names and "out_l2" in recompute.names
-    assert table_schema(g, "relu_fwd", {"relu_mask": "bytes"}).field("mask").metadata[b"sparkcnn.shape"] == b"[32, 32, 32]"
-    assert "argmax" not in table_schema(g, "pool_fwd", {"pool_argmax": "recompute"}).names
-    assert {"dx_mask", "dx_values"} <= set(table_schema(g, "relu_bwd", {"sparse_gradients": True}).names)
+    assert table_schema(g, "relu1_fwd", {"relu_mask": "bytes"}).field("mask").metadata[b"sparkcnn.shape"] == b"[32, 32, 32]"
+    assert "argmax" not in table_schema(g, "pool1_fwd", {"pool_argmax": "recompute"}).names
+    assert {"dx_mask", "dx_values"} <= set(table_schema(g, "relu1_bwd", {"sparse_gradients": True}).names)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages import conv, fc, loss, pool, relu
+from schemas.network import Network
+from stages import avg_pool, conv, dropout, fc, loss, network, pool, relu
+from stages.tabular import StageContext
 from tests.stages.gradcheck import assert_gradient
 
 
@@ -122,3 +124,59 @@ def test_softmax_cross_entropy_gradients(n, k):
     assert_gradient(dscores, lambda: float(loss.forward(scores, {"labels": labels})[0].mean()), scores)
     expected = -np.log(np.exp(scores)[np.arange(n), labels] / np.exp(scores).sum(axis=1))
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("n,h,w,c,size,stride", [(2, 8, 8, 3, 2, 2), (2, 7, 9, 2, 3, 2), (2, 5, 5, 2, 2, 1)])
+def test_avg_pool_gradients(n, h, w, c, size, stride):
+    rng = np.random.default_rng(size * 7 + stride)
+    x = rng.standard_normal((n, h, w, c))
+    params = {"size": size, "stride": stride}
+    out, cache = avg_pool.forward(x, params)
+    ho, wo = (h - size) // stride + 1, (w - size) // stride + 1
+    np.testing.assert_allclose(out[:, 0, 0], x[:, :size, :size].mean(axis=(1, 2)), rtol=1e-6)
+    assert out.shape == (n, ho, wo, c)
+    weights = rng.standard_normal(out.shape)
+    dx, _ = avg_pool.backward(weights, cache)
+    assert_gradient(dx, lambda: objective(avg_pool.forward(x, params)[0], weights), x)
+
+
+def test_dropout_gradients_and_mask():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 4, 2))
+    ids = np.array([7, 8, 9])
+    mask = dropout.keep_mask((4, 4, 2), 0.25, 0, 2, 5, ids)
+    params = {"rate": 0.25, "mask": mask}
+    out, cache = dropout.forward(x, params)
+    np.testing.assert_allclose(out, np.where(mask, x / 0.75, 0), rtol=1e-6)
+    weights = rng.standard_normal(out.shape)
+    dx, _ = dropout.backward(weights, cache)
+    assert_gradient(dx, lambda: objective(dropout.forward(x, params)[0], weights), x)
+    # a pure function of (seed, layer, iteration, image id): the same image draws the same mask in any batch
+    again = dropout.keep_mask((4, 4, 2), 0.25, 0, 2, 5, np.array([9, 7]))
+    np.testing.assert_array_equal(again, mask[[2, 0]])
+    assert not np.array_equal(dropout.keep_mask((4, 4, 2), 0.25, 0, 2, 6, ids), mask)
+    assert 0.6 < mask.mean() < 0.9
+    assert dropout.forward(x, {"rate": 0.25, "mask": None})[0] is x
+
+
+def test_whole_network_gradients_by_finite_differences():
+    """A stack with every layer type: network.backward against finite differences of the mean loss."""
+    layers = [{"type": "conv", "filters": 3, "kernel": 3, "padding": 1}, {"type": "relu"},
+              {"type": "max_pool", "size": 2}, {"type": "conv", "filters": 4, "kernel": 3, "stride": 2},
+              {"type": "avg_pool", "size": 2, "stride": 1}, {"type": "dropout", "rate": 0.3},
+              {"type": "fc", "units": 6}, {"type": "relu"}, {"type": "fc", "units": 5}]
+    net = Network(layers, (10, 10, 2), 5)
+    rng = np.random.default_rng(11)
+    params = {name: rng.standard_normal(shape) * 0.5 for name, shape in net.param_shapes.items()}
+    x = rng.standard_normal((4, 10, 10, 2))
+    labels = rng.integers(0, 5, 4)
+    ctx = StageContext(net, params, normalizer=4, seed=3)
+    keys = (2, np.arange(4))
+    _, grads = network.gradients(x, labels, ctx, keys)
+    assert sorted(grads) == sorted(net.param_shapes)
+
+    def mean_loss():
+        return float(network.forward(x, labels, ctx, keys)[0].sum() / 4)
+
+    for name in grads:
+        assert_gradient(grads[name], mean_loss, params[name], h=1e-5, samples=12)

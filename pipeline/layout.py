@@ -1,0 +1,66 @@
+"""Every path under a run root, relative to it: the one place that names the run root's folders and files."""
+from __future__ import annotations
+
+import uuid
+
+CONFIG = "config.json"
+DIVERGED = "diverged.json"
+BRANCH = "branch.json"
+MANIFEST = "manifest"
+RETIRED = "retired"
+LOCK = "lock"
+LOGS = "logs"
+DATA = "data"
+IMAGES = "data/images"
+TESTSET = "data/testset"
+OWNED_ROOTS = (DATA, "epochs", "iterations", "params", "metrics")
+
+
+def manifest_entry(key: str) -> str:
+    return f"{MANIFEST}/{key}.json"
+
+
+def retired_record(key: str) -> str:
+    return f"{RETIRED}/{key}.json"
+
+
+def lock_file(generation: int) -> str:
+    return f"{LOCK}/{generation:08d}.json"
+
+
+def log_file(stamp: str, pid: int, command: str) -> str:
+    return f"{LOGS}/{stamp}-{pid}-{command}.log"
+
+
+def batches_dir(epoch: int) -> str:
+    return f"epochs/e{epoch:04d}/batches"
+
+
+def evaluate_dir(epoch: int) -> str:
+    return f"epochs/e{epoch:04d}/evaluate"
+
+
+def iteration_dir(iteration: int) -> str:
+    return f"iterations/i{iteration:06d}"
+
+
+def stage_dir(iteration: int, stage: str) -> str:
+    return f"{iteration_dir(iteration)}/{stage}"
+
+
+def params_dir(version: int) -> str:
+    """Parameters and velocity after `version` iterations."""
+    return f"params/v{version:06d}"
+
+
+def iteration_metrics(iteration: int) -> str:
+    return f"metrics/i{iteration:06d}"
+
+
+def epoch_metrics(epoch: int) -> str:
+    return f"metrics/e{epoch:04d}"
+
+
+def output_path(out_dir: str, output: str, part: str) -> str:
+    """A fresh file name for one part of a stage's output: a retried attempt never overwrites another."""
+    return f"{out_dir}/{output}-{part}-{uuid.uuid4().hex[:12]}.parquet"
