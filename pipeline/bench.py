@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline import config, ingest, modes
 from pipeline.config import Config
-from pipeline.run import Run, network_for, resolve_data_path
+from pipeline.run import Run, network_for
 from schemas.network import Network
 from schemas.tables import spec
 from stages import network, update
@@ -90,7 +90,7 @@ class PeakMemory:
 def load_batch(cfg: Config, images: int):
     """The first `images` training images, normalised, with labels, and the channel stats."""
     net = network_for(cfg)
-    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), net)
+    tables, stats, _ = ingest.load(ingest.resolve_data_path(cfg.data.path), net)
     train = [tables[n] for n in ingest.TRAIN_BATCHES]
     pixels = np.concatenate([spec(net, "images", "pixels").decode(t.column("pixels")) for t in train])[:images]
     labels = np.concatenate([t.column("label").to_numpy() for t in train])[:images]
@@ -101,7 +101,7 @@ def load_batch(cfg: Config, images: int):
 
 
 def ingest_count(cfg: Config) -> int:
-    raw = ingest.read_batches(resolve_data_path(cfg.data.path))
+    raw = ingest.read_batches(ingest.resolve_data_path(cfg.data.path))
     return sum(len(ingest.decode_batch(n, raw[n])[1]) for n in ingest.TRAIN_BATCHES)
 
 
@@ -124,8 +124,9 @@ def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     return Row("numpy (1 process)", labels.size, f, b, u)
 
 
-def torch_model(net: Network):
-    """The network as a torch.nn.Sequential on NCHW images; fc layers flatten in NHWC order, as sparkcnn does."""
+def torch_model(net: Network, params: dict[str, np.ndarray]):
+    """The network as a torch.nn.Sequential on NCHW images with the given parameters (the same arithmetic:
+    fc layers flatten in NHWC order and their weights are transposed, as sparkcnn lays them out)."""
     import torch
 
     class FlattenNHWC(torch.nn.Module):
@@ -144,7 +145,14 @@ def torch_model(net: Network):
                             "max_pool": lambda: torch.nn.MaxPool2d(layer["size"], layer["stride"]),
                             "avg_pool": lambda: torch.nn.AvgPool2d(layer["size"], layer["stride"]),
                             "dropout": lambda: torch.nn.Dropout(layer["rate"])}[layer.type]())
-    return torch.nn.Sequential(*modules)
+    model = torch.nn.Sequential(*modules)
+    trained = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        for layer, module in zip(net.trained_layers, trained):
+            w = params[f"{layer.name}.w"]
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T if layer.type == "fc" else w)))
+            module.bias.copy_(torch.from_numpy(params[f"{layer.name}.b"]))
+    return model
 
 
 def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) -> Row | None:
@@ -154,7 +162,7 @@ def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) 
         return None
     if device == "cuda" and not torch.cuda.is_available():
         return None
-    net = torch_model(net).to(device)
+    net = torch_model(net, update.init_params(net, cfg.train.seed)).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.train.learning_rate, momentum=cfg.train.momentum,
                           weight_decay=cfg.train.weight_decay)
     xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -20,8 +22,28 @@ RECORD_BYTES = 32 * 32 * 3
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
+
+
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file and the problem."""
+
+
+def resolve_data_path(path: str) -> str:
+    """The data to ingest: the given path, else the embedded sample (copied out of a zipped package)."""
+    if path:
+        return path
+    if SAMPLE_DATA.exists():
+        return str(SAMPLE_DATA)
+    from importlib import resources
+
+    data = resources.files("pipeline").joinpath("sample", SAMPLE_DATA.name).read_bytes()
+    copy = Path(tempfile.gettempdir()) / f"sparkcnn-{hashlib.sha256(data).hexdigest()[:12]}-{SAMPLE_DATA.name}"
+    if not copy.exists():
+        tmp = copy.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, copy)
+    return str(copy)
 
 
 def read_batches(path: str | Path) -> dict[str, bytes]:

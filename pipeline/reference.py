@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline import graph, ingest
 from pipeline.config import Config
-from pipeline.run import network_for, resolve_data_path
+from pipeline.run import network_for
 from schemas.tables import spec
 from stages import network, update
 from stages.tabular import StageContext, normalize
@@ -17,7 +17,7 @@ from stages.tabular import StageContext, normalize
 def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
     """Parameters after `iterations` iterations of the config's training."""
     net = network_for(cfg)
-    tables, stats, _ = ingest.load(resolve_data_path(cfg.data.path), net)
+    tables, stats, _ = ingest.load(ingest.resolve_data_path(cfg.data.path), net)
     train_tables = [tables[name] for name in ingest.TRAIN_BATCHES]
     pixels = np.concatenate([spec(net, "images", "pixels").decode(t.column("pixels")) for t in train_tables])
     labels = np.concatenate([t.column("label").to_numpy() for t in train_tables])

@@ -8,10 +8,8 @@ import math
 import os
 import re
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +27,6 @@ from schemas.network import Network, NetworkError, StageDef
 from stages import update
 from stages.tabular import StageContext
 
-SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
 
 
 class MissingInput(RunError):
@@ -66,30 +63,13 @@ def failure_reason(error: BaseException) -> str:
     return reason if ERROR_LINE.match(reason) else f"{type(error).__name__}: {reason}"
 
 
-def resolve_data_path(path: str) -> str:
-    """The data to ingest: the given path, else the embedded sample (copied out of a zipped package)."""
-    if path:
-        return path
-    if SAMPLE_DATA.exists():
-        return str(SAMPLE_DATA)
-    from importlib import resources
-
-    data = resources.files("pipeline").joinpath("sample", SAMPLE_DATA.name).read_bytes()
-    copy = Path(tempfile.gettempdir()) / f"sparkcnn-{hashlib.sha256(data).hexdigest()[:12]}-{SAMPLE_DATA.name}"
-    if not copy.exists():
-        tmp = copy.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, copy)
-    return str(copy)
-
-
 def network_for(cfg: Config, ingested: dict | None = None) -> Network:
     """The configured layers on the data's image shape and classes: as an ingest recorded them, else as
     the data source describes them. An impossible stack is a ConfigError naming the layer."""
     if ingested and "image" in ingested:
         image, classes = tuple(ingested["image"]), ingested["classes"]
     else:
-        image, classes = ingest.describe(resolve_data_path(cfg.data.path))
+        image, classes = ingest.describe(ingest.resolve_data_path(cfg.data.path))
     try:
         return Network(cfg.model.layers, image, classes)
     except NetworkError as e:
@@ -436,13 +416,13 @@ class Run:
         whose identity is not the one this run's settings and the inputs' identities give."""
         keys = list(self.manifest.keys() if keys is None else keys)
         problems = verify(self.storage, self.manifest, self.retention, keys)
-        for key in keys:
-            entry = self.manifest.readable(key)
-            if key in problems or entry is None or "extra" not in entry:
+        for key in sorted(keys, key=lambda k: (self.manifest.readable(k) or {}).get("committed_at", 0.0)):
+            entry = self.manifest.readable(key)  # inputs before their readers: only the first stale one is named
+            if key in problems or entry is None or "extra" not in entry or set(entry.get("inputs", ())) & set(problems):
                 continue
             try:
-                same = self.identity(key, entry["inputs"], entry["extra"]) == entry["identity"]
-            except MissingInput as e:
+                same = self.identity(key, entry.get("inputs", []), entry["extra"]) == entry.get("identity")
+            except RunError as e:  # an input that is not committed, or whose entry is damaged
                 problems[key] = [str(e)]
                 continue
             if not same:

@@ -53,9 +53,7 @@ def check_parts(key: str, rows: list[dict], expected: dict[str, set[str]]) -> No
 
 def run_ingest(run, spark, key: str, epoch: int | None) -> dict:
     """The data source as image tables (one per source batch) and the per-channel statistics."""
-    from pipeline.run import resolve_data_path
-
-    data = resolve_data_path(run.cfg.data.path)
+    data = ingest.resolve_data_path(run.cfg.data.path)
     tables, stats, digest = ingest.load(data, run.network)
     outputs = [write_table(run.storage, table, layout.IMAGES, "images", name) for name, table in tables.items()]
     outputs.append(write_table(run.storage, stats, layout.DATA, "stats", graph.ALL_PARTS))

@@ -96,10 +96,10 @@ def resolve_layers(declared) -> tuple[dict, ...]:
             raise NetworkError(f"{where}: a {values['size']}x{values['size']} window has more than "
                                f"{MAX_POOL_WINDOW} elements (its argmax is stored as int8)")
         resolved.append({"name": name, "type": kind, **values})
-    names = [layer["name"] for layer in resolved]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    names = [layer["name"].lower() for layer in resolved]  # SQL views and some file systems ignore case
+    repeated = sorted({layer["name"] for layer in resolved if names.count(layer["name"].lower()) > 1})
     if repeated:
-        raise NetworkError(f"model.layers: layer names must be unique, repeated: {', '.join(repeated)}")
+        raise NetworkError(f"model.layers: layer names must be unique (ignoring case), repeated: {', '.join(repeated)}")
     return tuple(resolved)
 
 

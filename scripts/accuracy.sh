@@ -11,7 +11,12 @@ name="$(basename "$conf" .toml)"
 sparkcnn="${SPARKCNN:-$here/.venv/bin/sparkcnn}"
 root="$here/runs/$name-full"
 args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do [[ "${args[$i]}" == "--run-root" ]] && root="${args[$((i + 1))]}"; done
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --run-root) root="${args[$((i + 1))]:-$root}" ;;
+    --run-root=*) root="${args[$i]#--run-root=}" ;;
+  esac
+done
 start=$(date +%s)
 "$sparkcnn" train --config "$conf" --data "$here/../shared/data/cifar-10-python.tar.gz" --run-root "$root" "$@"
 echo "config $conf, wall time $(( $(date +%s) - start )) s; test accuracy per epoch:"

@@ -33,3 +33,23 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 600 and height > 300
+
+
+def test_the_pytorch_row_computes_the_same_network():
+    """bench's PyTorch model is built from the same layer list and starts from the same parameters."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from pipeline.bench import torch_model
+    from schemas.network import Network
+    from stages import network, update
+    from stages.tabular import StageContext
+    from tests.schemas.test_network import CIFAR, THREE_CONV
+
+    net = Network(THREE_CONV, *CIFAR)
+    params = update.init_params(net, 0)
+    x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    probs = network.forward(x, np.zeros(4, np.int64), StageContext(net, params))[1][-1]["probs"]
+    with torch.no_grad():
+        scores = torch_model(net, params).eval()(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+    np.testing.assert_allclose(torch.softmax(scores, dim=1).numpy(), probs, atol=1e-5)

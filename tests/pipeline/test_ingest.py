@@ -8,7 +8,8 @@ import pytest
 
 from pipeline import config, ingest
 from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES, DataError
-from pipeline.run import SAMPLE_DATA, Run
+from pipeline.ingest import SAMPLE_DATA
+from pipeline.run import Run
 from schemas.tables import spec
 from pipeline.run import network_for
 from tests.conftest import cifar_batch, write_archive

@@ -137,17 +137,21 @@ def test_a_damaged_manifest_entry_is_reported_and_recomputed(spark, tmp_path, ca
     run.train(spark, 2)
     rel = f"manifest/{graph.iteration_key(1, 'fc1_bwd')}.json"
     run.storage.write_bytes(rel, b"\x00garbage{")
+    stale = f"manifest/{graph.iteration_key(1, 'relu1_fwd')}.json"  # an entry that is not what its inputs give
+    run.storage.write_bytes(stale, json.dumps({**json.loads(run.storage.read_bytes(stale)), "identity": "0" * 64}).encode())
     root = run.storage.url
 
     assert main(["status", "--run-root", root, "--verify"]) == 1
     out = capsys.readouterr().out
-    assert f"{rel}: unreadable manifest entry" in out and "1 damaged" in out
+    assert f"{rel}: unreadable manifest entry" in out and "2 damaged" in out
+    assert f"{stale}: computed with other settings or inputs than this run's" in out
     assert main(["status", "--run-root", root]) == 2
     assert "unreadable manifest entry" in capsys.readouterr().err
 
     assert main(["resume", "--run-root", root, "--iterations", "2"]) == 0
     out = capsys.readouterr().out
-    assert "i000001.fc1_bwd" in out and "i000001.update" in out and "will be recomputed" in out
+    assert "i000001.fc1_bwd" in out and "i000001.relu1_fwd" in out and "i000001.update" in out
+    assert "will be recomputed" in out
     assert_bitwise_equal(Run.open(root).params_at(2), plain.params_at(2))
     assert main(["status", "--run-root", root, "--verify"]) == 0
 
