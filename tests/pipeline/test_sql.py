@@ -48,7 +48,8 @@ def committed(run, stage, output="out"):
 def test_every_committed_table_is_a_view(spark, run):
     names = {t.name for t in spark.catalog.listTables()}
     assert {"images", "stats", "testset", "batches", "evaluate", "params", "velocity", "metrics", "manifest",
-            "retired", *sql.PER_IMAGE_VIEWS, *sql.GRADIENT_VIEWS} <= names
+            "retired", *run.network.per_image_stages, *(f"{s}_grads" for s in run.network.gradient_stages)} <= names
+    assert {"conv1_fwd", "relu1_bwd", "fc1_bwd_grads", "conv1_bwd_grads"} <= names and "conv1_bwd" not in names
     assert spark.sql("SELECT COUNT(*) FROM images").first()[0] == 3000
     assert spark.sql("SELECT COUNT(DISTINCT iteration) FROM conv1_fwd").first()[0] == 3
     keys = spark.sql("SELECT * FROM loss LIMIT 1").columns
