@@ -4,285 +4,287 @@
 -- the tensor_* functions are registered by `sparkcnn sql`.
 
 CREATE OR REPLACE TEMPORARY VIEW images AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_1-22cadeef227a.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_2-c1d1d89e3791.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_3-3bd0a9311f46.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_4-4b7081eed702.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_5-c43891340e3b.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-test_batch-586d159bbcda.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_1-c1aadbecdbe5.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_2-44f445e7d10a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_3-9b5173b6726e.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_4-11e3d57459f1.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-data_batch_5-a51244fe21ba.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/images/images-test_batch-1441586e99fa.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW stats AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/stats-all-d0b098206b83.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/stats-all-9f134296e7ec.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW testset AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0000-003c151cfb23.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0002-a466832eee36.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0005-5c87b21ff881.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0006-61f2665f5342.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0007-833d6ee7ef3b.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0001-aa14726ba815.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0003-5e1ff7baf434.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0004-c033fc036daf.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0000-79e44ddb403e.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0002-1cbaa7e4b8db.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0005-2eae4bad8d85.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0006-81421119a3d6.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0007-79fc489359c3.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0001-00c69c8a0d46.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0003-2c2d33d73792.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/data/testset/out-000000.0004-1507a2d64290.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW batches AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0000-d9f9e95bc097.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0003-7589fd369b3e.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0000-8e66aa4038e9.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0001-836e0fde8dba.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0002-80f972dddcb4.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0000-590a67912f65.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0001-56cee6038371.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0002-4497efdb4d30.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0000-988f68157e62.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0001-f0546fa002ef.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0002-c63b823ab710.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0003-aaf6aaef1091.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0001-bbed5bd5d263.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0002-92b9d931bf40.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0003-0022dd98efc9.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0003-f93c73187bb6.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0000-352f17712c2f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0003-29fe1c597df5.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0000-9ac81a703d6d.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0001-a7aae50396bc.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0002-eab497a3132a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0000-e99bf47937d1.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0001-76903abf6873.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0002-0c82ad26456a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0000-91760b40da05.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0001-fd24d2664ff8.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0002-fffc921de60f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000039.0003-10a10ab11bc8.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0001-eaf3a08ad28b.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000036.0002-2a49f245c8e4.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000037.0003-34dacc1621b7.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/epochs/e0009/batches/out-000038.0003-8ab74ba90bcd.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW evaluate AS
-  SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0000-065405856adc.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0001-7b1359622ab9.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0002-def5ad5914bb.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0003-e699297506a9.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0004-504f9dbb2ab2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0005-0701bdab2ef0.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0006-15604d16a72d.parquet`
-  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0007-38c70a84dd04.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0000-74d4576db21f.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0001-7b2cf7a4c351.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0002-dfa69bb902fa.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0003-d884a2ef4adc.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0004-e95e0b357ff9.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0005-24c7ad778755.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0006-cee58e4cf099.parquet`
-  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0007-b933ccbc90c0.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0000-62ab6f5bf3ac.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0001-f65c30f665f5.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0002-49aea40d3959.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0003-f3086ce42baf.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0004-26baa23c5dc0.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0005-772b68a4ebad.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0006-657e16330162.parquet`
-  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0007-f8421d22ef69.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0000-d7335d367589.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0001-06acd6452dc7.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0002-0d10cfa90815.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0003-18b10f711a08.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0004-1504a90a43a7.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0005-67dd9bfe6032.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0006-103d4ab3b2c2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0007-d45b63014f01.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0000-9d6456f95e1f.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0001-cd5c01516b0b.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0002-5f19290f1eb5.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0003-c8628ac0cde3.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0004-1d992e0f5281.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0005-c6064df42cdd.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0006-0b517c8a21d4.parquet`
-  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0007-f37f2dbac527.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0000-aacbd5cecfe0.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0001-2bba30cd7524.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0002-68c935ef4b2e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0003-4e98c4bea69b.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0004-d678b22780aa.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0005-212748e00043.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0006-2113089bc2fa.parquet`
-  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0007-84215f4492eb.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0000-362e5d5850e6.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0001-f8324270c09a.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0002-8ace39645b59.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0003-7d17c007d8b8.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0004-9e136edeb7f9.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0005-baee3e0d452b.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0006-afc01c37f406.parquet`
-  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0007-93ee291a45f6.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0000-3c833b4c77e4.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0001-089734097836.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0002-84ed7a61db9a.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0003-bf4f311bd545.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0004-e3f0e26edcea.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0005-d4485b9ec84a.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0006-81b0fcd91105.parquet`
-  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0007-52dc85dca2a6.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0000-19a75a229c59.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0001-5250228d0ac8.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0002-a573ce47ae16.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0003-62ac93213204.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0004-6c6092680683.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0005-2a7c2235bdc5.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0006-9864b3a2234c.parquet`
-  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0007-f57bdcd86d89.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0000-43e682d4310c.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0001-ce28847aebb0.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0002-0fc42fd7832f.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0003-5ff1999988c4.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0004-af977f849ec8.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0005-d2121668f415.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0006-7b9ebfabbef8.parquet`
-  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0007-1f88418e26be.parquet`;
+  SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0000-301cf7c178b1.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0001-539d8e8cdfeb.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0002-2019f1c662d5.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0003-51ae34d21829.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0004-ea11a7427bc7.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0005-cd5f36cfcae8.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0006-2a9ecc4c08d7.parquet`
+  UNION ALL SELECT 'default' AS run_id, 0 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0000/evaluate/out-0007-ad64de603c3c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0000-e7b6062fb796.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0001-74a68fb5cbfa.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0002-74769f49fcca.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0003-e04d79ba1cc9.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0004-c8868e2c688e.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0005-b603c33299cc.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0006-ce70d107ac54.parquet`
+  UNION ALL SELECT 'default' AS run_id, 1 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0001/evaluate/out-0007-9a926aa01146.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0000-aa90d2e10a69.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0001-76b6a2abcc7d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0002-b8f6716137af.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0003-44bd437c5c3d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0004-b348193109cf.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0005-c7c68bc87279.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0006-b4a9cf6d3aa2.parquet`
+  UNION ALL SELECT 'default' AS run_id, 2 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0002/evaluate/out-0007-2d43042e84ab.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0000-add1dfe11589.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0001-77a09fd0bb34.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0002-f2c1c318bd9d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0003-bd1702aeafb1.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0004-e0d0920d6ea1.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0005-aaee2bb33cf7.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0006-6b454fcb94ed.parquet`
+  UNION ALL SELECT 'default' AS run_id, 3 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0003/evaluate/out-0007-93e3e955a91d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0000-294ccd397ec1.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0001-bd88b7b6877b.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0002-64d323262ea8.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0003-e767f723ca9a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0004-2b447d8d70e9.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0005-9604500c3dce.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0006-dbc0751b5153.parquet`
+  UNION ALL SELECT 'default' AS run_id, 4 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0004/evaluate/out-0007-a4825b449bdd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0000-ce801eee33b1.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0001-5d316be07aeb.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0002-f42c309f6ecd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0003-9a45f8f8f8f9.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0004-2d6719684196.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0005-e9fc25e24e1c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0006-ef8e17bb4b0c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 5 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0005/evaluate/out-0007-ea60ebde7f29.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0000-9121ddc5af66.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0001-2087c3bf4d89.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0002-4f6889cd9f41.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0003-cc29f99d71c3.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0004-72647b329ccd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0005-5ac40bf92756.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0006-1a901a2dc7b5.parquet`
+  UNION ALL SELECT 'default' AS run_id, 6 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0006/evaluate/out-0007-1933db0d0152.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0000-b49b5b648572.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0001-007221aceb8e.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0002-959378babac6.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0003-0c7e6370e5ed.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0004-5a78cbf7fe59.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0005-577e46d1cb20.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0006-9e670ff1d646.parquet`
+  UNION ALL SELECT 'default' AS run_id, 7 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0007/evaluate/out-0007-892760d2048c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0000-3cec8612e8b4.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0001-22e9a14021fc.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0002-b3e45940db7f.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0003-e6eba0e1c212.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0004-ecb088ee8c5c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0005-580a0a5f6c59.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0006-42a5e8db9020.parquet`
+  UNION ALL SELECT 'default' AS run_id, 8 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0008/evaluate/out-0007-62b5b7aa3c5a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0000-b5d741bf2ccd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0001-956751943dfd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0002-35b13c2252c1.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0003-2d9297964d98.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0004-ee6aa9dfce6e.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0005-a2c3679def86.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0006-c2b9bed38ccd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 9 AS eval_epoch, * FROM parquet.`runs/default/epochs/e0009/evaluate/out-0007-28b53cc1059d.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW params AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000004/params-all-2ff9242fadaa.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000008/params-all-012f2eb90987.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000012/params-all-634cbc241c44.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000016/params-all-88829aee38fb.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000020/params-all-c8a12ee45779.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000024/params-all-b66deec194e6.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000028/params-all-e9e9495fbca0.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000032/params-all-8b5339c96003.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000036/params-all-ce6072971b0e.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000039/params-all-6b984f79ed12.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000040/params-all-34cbb7c716a5.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000000/params-all-0a8c95b4ea24.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000004/params-all-0c049080bc1b.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000008/params-all-774274eaac32.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000012/params-all-393c003a73c6.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000016/params-all-807a2dd0e941.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000020/params-all-ebe6a8bff034.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000024/params-all-b20df043f75f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000028/params-all-c9e0ee49aeee.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000032/params-all-85d352dd8881.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000036/params-all-d38b69c508e0.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000038/params-all-c30e4e6dad99.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000039/params-all-8a63bd2819e8.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000040/params-all-ea09eead122b.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000000/params-all-256bb1ae6c00.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW velocity AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000004/velocity-all-3dea14162841.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000008/velocity-all-183a872d740a.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000012/velocity-all-12d06bb3e00a.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000016/velocity-all-87c0c72470cf.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000020/velocity-all-9aa66a566b41.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000024/velocity-all-9bee4b6d840f.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000028/velocity-all-afcf7d29145e.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000032/velocity-all-b53047544bc1.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000036/velocity-all-36652420d1e3.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000039/velocity-all-27baffbea957.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000040/velocity-all-e0cf14b0fcdc.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000000/velocity-all-a17f0dbafb59.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000004/velocity-all-fce566ff13d9.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000008/velocity-all-6f8b00bc50f5.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000012/velocity-all-7718c74134c8.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000016/velocity-all-6b3282b47528.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000020/velocity-all-bc7ef29d9e9b.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000024/velocity-all-ad9f3dbdfa7c.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000028/velocity-all-74853af38b6b.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000032/velocity-all-c266ddc30940.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000036/velocity-all-a582b17445d0.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000038/velocity-all-fdc2b3d845c2.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000039/velocity-all-33e425803216.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000040/velocity-all-0794fdc02e6d.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/params/v000000/velocity-all-17981a1ce14d.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW metrics AS
-  SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0000-all-55c5cc84fe97.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0001-all-c1cd34fb73d3.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0002-all-312c5e085116.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0003-all-5d580d690c0c.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0004-all-780bd5e3a9d1.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0005-all-78c71d91434d.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0006-all-62837c4fc702.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0007-all-8f451f08030b.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0008-all-b389782278a6.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0009-all-35e0d2d52cf3.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000000-all-e817802f3997.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000001-all-23aa5862a3e1.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000002-all-b23b6c7bdf4f.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000003-all-a015fea65be6.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000004-all-6fb1a1017552.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000005-all-6c4568fa020e.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000006-all-3c6d12345544.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000007-all-7ac5160ba623.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000008-all-dbf7434664f2.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000009-all-1b970afd334d.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000010-all-85d8d99c8c51.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000011-all-dc11e332469c.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000012-all-8d8e61bc3e32.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000013-all-fb52d046b1cd.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000014-all-04e4a19a911e.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000015-all-01fd1e913a28.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000016-all-983dad8e16f3.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000017-all-fd9999f3e5eb.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000018-all-4c8244174d21.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000019-all-f958a1209273.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000020-all-ceb0486e8d42.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000021-all-e4f9cfa5b2bd.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000022-all-44ade193ef58.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000023-all-59ef108efb4c.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000024-all-b6e2fcbda3f3.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000025-all-c199a3af396a.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000026-all-fdb1498fa38d.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000027-all-3b097a0773f3.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000028-all-8832bf38a430.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000029-all-cf767ba55f01.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000030-all-8103d1e95a02.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000031-all-beb70bf8da82.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000032-all-ffad577aa819.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000033-all-03a4ab0b892a.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000034-all-87869893396f.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000035-all-be602da65d47.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000036-all-9e6e6bdfca4d.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000037-all-2cb5e84adcb9.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000038-all-5f9d8739b398.parquet`
-  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000039-all-98a75f442a33.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW conv_fwd AS
-  SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_fwd/out-0000-37f1a5e9b04e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_fwd/out-0001-db5e4bbb411d.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_fwd/out-0002-0dca0685de6e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_fwd/out-0003-faa99840f9d0.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_fwd/out-0000-3b82c8117dc3.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_fwd/out-0001-ae9d77c497a7.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_fwd/out-0002-204e9c945ba2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_fwd/out-0003-d3ebe1f3cae4.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW relu_fwd AS
-  SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_fwd/out-0000-938ee37ce069.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_fwd/out-0001-11904edce944.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_fwd/out-0002-f3ed518fb4da.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_fwd/out-0003-8a25257d0c06.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_fwd/out-0000-3e72ce06af3a.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_fwd/out-0001-9615b81e1801.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_fwd/out-0002-1503e42ec225.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_fwd/out-0003-17a198f6b4f8.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW pool_fwd AS
-  SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_fwd/out-0000-87726df23537.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_fwd/out-0001-3062c914ed13.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_fwd/out-0002-f595dbfb6313.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_fwd/out-0003-9b58be58ad6e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_fwd/out-0000-ba629ba0f5a7.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_fwd/out-0001-7b6c423bad86.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_fwd/out-0002-6e6b75ba3609.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_fwd/out-0003-f27da69d5553.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW fc_fwd AS
-  SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_fwd/out-0000-417d4be69084.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_fwd/out-0001-f4166f219bbf.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_fwd/out-0002-e2f23076f470.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_fwd/out-0003-29da384161b5.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_fwd/out-0000-7fdc2aeb3c1e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_fwd/out-0001-a642e7d7bb85.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_fwd/out-0002-2ce73d0d2f91.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_fwd/out-0003-b7069830ca20.parquet`;
+  SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0000-all-a083e2d4d197.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0001-all-9b2cd2567379.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0002-all-6c488472ce8d.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0003-all-5af9df72bb15.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0004-all-6a9d47b72def.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0005-all-053619fd51f3.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0006-all-e2009e35c2c8.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0007-all-d0540fd0a1a7.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0008-all-c561edc9a2ef.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/e0009-all-e54146bbcc8a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000000-all-f20c144f7080.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000001-all-a85ade997267.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000002-all-d6e3145e8132.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000003-all-b9f137233e7e.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000004-all-8ad3e11d89e9.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000005-all-b744fe252695.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000006-all-99697bbe6a47.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000007-all-c99bab0c13de.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000008-all-71c043d6e2e0.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000009-all-7eecc425a5fe.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000010-all-26eb79fd3c83.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000011-all-0d25ccab4ecb.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000012-all-b8f53513bd5c.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000013-all-0752a756f76f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000014-all-14702bfefaf2.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000015-all-82d04c979547.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000016-all-feaa101b1b7f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000017-all-03dd0085caad.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000018-all-4cbf5fefc0e0.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000019-all-0adf09500493.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000020-all-45bbad686ed9.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000021-all-3cfa983cf677.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000022-all-7d419196df61.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000023-all-81fdfe402303.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000024-all-d3bbc6205777.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000025-all-a785201d9b3a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000026-all-34cd2f5fc09a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000027-all-14c0eb82e97f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000028-all-21df85c6169a.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000029-all-b201b6ed3859.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000030-all-3f8fef804c1e.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000031-all-b84797d1c69f.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000032-all-d022e9316d5b.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000033-all-05f702937682.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000034-all-406afc337ada.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000035-all-86e6af408aeb.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000036-all-5f64563a49d6.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000037-all-4bc57a077629.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000038-all-4e00cf32a89e.parquet`
+  UNION ALL SELECT 'default' AS run_id, * FROM parquet.`runs/default/metrics/i000039-all-db8daf42ec25.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW conv1_fwd AS
+  SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_fwd/out-0000-51f4c16eb3c9.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_fwd/out-0001-b66a1969463c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_fwd/out-0002-e43bc851dbbf.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_fwd/out-0003-dcee356e7e58.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_fwd/out-0000-78dbbc637b94.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_fwd/out-0001-8c78d2a7bda3.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_fwd/out-0002-0270b0478aab.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_fwd/out-0003-e96ba7cb4714.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW relu1_fwd AS
+  SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_fwd/out-0000-6dd2e2d37e0a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_fwd/out-0001-e992315dec1d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_fwd/out-0002-3794acb50c5b.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_fwd/out-0003-246e08b03137.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_fwd/out-0000-be2e552c991f.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_fwd/out-0001-7d592a9dc33d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_fwd/out-0002-bc868739f368.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_fwd/out-0003-9e3861208eae.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW pool1_fwd AS
+  SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_fwd/out-0000-be8b48b07efe.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_fwd/out-0001-0cd0d8c77016.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_fwd/out-0002-fd0983f9ab3f.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_fwd/out-0003-d77bfc9c1045.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_fwd/out-0000-15b7d317d422.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_fwd/out-0001-708c528c9b1f.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_fwd/out-0002-40e3f47dad6d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_fwd/out-0003-1060106b3c4a.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW fc1_fwd AS
+  SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_fwd/out-0000-80b30f02182b.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_fwd/out-0001-b334053e8bef.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_fwd/out-0002-99c9df4e2a42.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_fwd/out-0003-75bb4329d885.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_fwd/out-0000-f817cb702ab8.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_fwd/out-0001-8b7f8b5365f2.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_fwd/out-0002-bfcc66052a90.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_fwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_fwd/out-0003-ed98d1f9ffa3.parquet`;
 CREATE OR REPLACE TEMPORARY VIEW loss AS
-  SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0000-8acecef801ce.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0001-8ba90f78bdd8.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0002-8222f237c891.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0003-eaf46b4a697e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0000-ff2c41dae131.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0001-81de774f276e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0002-662590b4a30e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0003-98e0af7f61af.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW fc_bwd AS
-  SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/out-0000-84e4d1c98765.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/out-0001-9e27d37b4090.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/out-0002-5cf1e2339632.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/out-0003-aa2a1997e750.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/out-0000-61248d0e75c5.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/out-0001-5ffdbe7d7187.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/out-0002-2d80a0e79da2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/out-0003-0c85f1438798.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW pool_bwd AS
-  SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_bwd/out-0000-a9024501ba11.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_bwd/out-0001-b6bc249c2326.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_bwd/out-0002-3b0e7fd2da77.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool_bwd/out-0003-766c59f70f9c.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_bwd/out-0000-2bc1a7189aba.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_bwd/out-0001-5748e91c8854.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_bwd/out-0002-effc9a4d1b3f.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'pool_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool_bwd/out-0003-fc64cf0e74eb.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW relu_bwd AS
-  SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_bwd/out-0000-6d8f8f6857d2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_bwd/out-0001-c7f69974aad2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_bwd/out-0002-4f88cfbb7b76.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu_bwd/out-0003-4bfd57c85ca7.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_bwd/out-0000-61813b4af758.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_bwd/out-0001-4dd4c7174607.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_bwd/out-0002-3eec1e3ad02e.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'relu_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu_bwd/out-0003-2e6cba16b2fe.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW fc_bwd_grads AS
-  SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/grads-0000-cb12aecae65b.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/grads-0001-5327dbd0a57c.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/grads-0002-2137005aaed2.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc_bwd/grads-0003-07862d887a88.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/grads-0000-35a8ba6c4aea.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/grads-0001-33b40a21a4dd.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/grads-0002-54d2fac157be.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'fc_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc_bwd/grads-0003-3f583c535623.parquet`;
-CREATE OR REPLACE TEMPORARY VIEW conv_bwd_grads AS
-  SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_bwd/grads-0000-88dbfd02d449.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_bwd/grads-0001-fac7febb1545.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_bwd/grads-0002-9f442e02cb25.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv_bwd/grads-0003-9a8a462dd396.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_bwd/grads-0000-b4a9d2741a75.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_bwd/grads-0001-cc1cc5b75e42.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_bwd/grads-0002-32a220388d8a.parquet`
-  UNION ALL SELECT 'default' AS run_id, 'conv_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv_bwd/grads-0003-c6f9c619121c.parquet`;
+  SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0000-7a1a7fe777d5.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0001-07abba6aa32a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0002-26ea61a6859a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000038/loss/out-0003-bf10ce634c1a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0000-288a856e4804.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0001-76f6de381c6d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0002-748d7f21ed87.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'loss' AS stage, * FROM parquet.`runs/default/iterations/i000039/loss/out-0003-33f3e68c49f4.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW fc1_bwd AS
+  SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/out-0000-05577af018a3.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/out-0001-ff5389b7def9.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/out-0002-b900518a397c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/out-0003-ef7746e411af.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/out-0000-309fbd66a0b7.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/out-0001-576a1a994a9f.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/out-0002-f20af4c0d1ea.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/out-0003-337af8ccd69f.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW pool1_bwd AS
+  SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_bwd/out-0000-9e0104b8a26c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_bwd/out-0001-acd084a42199.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_bwd/out-0002-c2fe5573b4d9.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/pool1_bwd/out-0003-8657a515e641.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_bwd/out-0000-a00e13449e6f.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_bwd/out-0001-83c6931dfe4e.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_bwd/out-0002-59008581346c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'pool1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/pool1_bwd/out-0003-4bf71688a30c.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW relu1_bwd AS
+  SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_bwd/out-0000-e3b619f43ca0.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_bwd/out-0001-dc2e4fffc18e.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_bwd/out-0002-750fffb68b2a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/relu1_bwd/out-0003-ece262881e06.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_bwd/out-0000-8e79ec793650.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_bwd/out-0001-565f9a236906.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_bwd/out-0002-8e78e195b0e7.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'relu1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/relu1_bwd/out-0003-9d07ea315b9d.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW fc1_bwd_grads AS
+  SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/grads-0000-48d0be00b52c.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/grads-0001-6166da731acd.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/grads-0002-b16b32662eb6.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/fc1_bwd/grads-0003-c65394181658.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/grads-0000-0d9ff93a8394.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/grads-0001-897b7ae63795.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/grads-0002-e01c03cfea78.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'fc1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/fc1_bwd/grads-0003-7328e81d541f.parquet`;
+CREATE OR REPLACE TEMPORARY VIEW conv1_bwd_grads AS
+  SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_bwd/grads-0000-e2953a7d2e2a.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_bwd/grads-0001-c4e087fb510d.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_bwd/grads-0002-787b6168b180.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000038/conv1_bwd/grads-0003-f1c37246678b.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_bwd/grads-0000-840531024d22.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_bwd/grads-0001-7568d913ebcc.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_bwd/grads-0002-66222a61f579.parquet`
+  UNION ALL SELECT 'default' AS run_id, 'conv1_bwd' AS stage, * FROM parquet.`runs/default/iterations/i000039/conv1_bwd/grads-0003-d56829e93663.parquet`;
