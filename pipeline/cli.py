@@ -290,6 +290,9 @@ def sql_prompt(spark, run: Run, sources) -> int:
             try:
                 print(sql.aligned(spark.sql(query).toArrow()))
             except (Exception, signals.Interrupted) as e:
+                if ended := spark_mod.jvm_ended(e):
+                    print(f"error: {ended}; the prompt cannot go on")
+                    return 1
                 print("query stopped" if signals.settle() else f"error: {sql_error(e)}")
                 signals.clear()
     if readline is not None:
@@ -465,7 +468,7 @@ def report_failure(args, run: Run | None, error: BaseException) -> int:
         stage = f" during stage {run.running} (not committed)" if run is not None and run.running else ""
         reason = f"{error}{stage}"
     else:
-        reason = str(error) if expected else failure_reason(error)
+        reason = str(error) if expected else (spark_mod.jvm_ended(error) or failure_reason(error))
     print(f"error: {reason}", file=sys.stderr)
     known = run is not None and _holds_run(run)
     if not interrupted and not (expected and not isinstance(error, StageFailed)):

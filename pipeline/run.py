@@ -20,6 +20,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.errors import RunError
 from pipeline.manifest import Manifest
 from pipeline.retention import Policy, Retention
+from pipeline.spark import jvm_ended
 from pipeline.verify import dependents, verify
 from pipeline.storage import Storage
 from schemas.tables import METRICS_SCHEMA, table_to_arrays
@@ -234,7 +235,7 @@ class Run:
         except (RunError, ingest.DataError):
             raise
         except Exception as e:
-            raise (signals.received() or StageFailed(key, failure_reason(e))) from e
+            raise (signals.received() or StageFailed(key, jvm_ended(e) or failure_reason(e))) from e
         self.check_finite(key, iteration, entry["values"])
         entry["seconds"] = time.perf_counter() - start
         files = [f for fs in entry["outputs"].values() for f in fs]

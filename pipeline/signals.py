@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 RECHECK_S = 0.05
+CANCEL_AGAIN_S = 0.25
 
 
 class Interrupted(BaseException):
@@ -27,6 +29,7 @@ class Interrupted(BaseException):
 class _State:
     installed = False
     received: int | None = None
+    cancelling = False
     spark_context = None
 
 
@@ -54,6 +57,7 @@ def received() -> Interrupted | None:
 def settle() -> Interrupted | None:
     """Stop waiting to raise (the interruption is being handled); returns it, if a signal came."""
     signal.setitimer(signal.ITIMER_REAL, 0)
+    _State.cancelling = False
     return received()
 
 
@@ -68,15 +72,21 @@ def _handle(signum, frame) -> None:
         os._exit(128 + signum)
     _State.received = signum
     if _State.spark_context is not None:
+        _State.cancelling = True
         threading.Thread(target=_cancel_jobs, args=(_State.spark_context,), daemon=True).start()
     _raise_outside_py4j(frame)
 
 
 def _cancel_jobs(spark_context) -> None:
-    try:
-        spark_context.cancelAllJobs()
-    except Exception:
-        pass
+    """Cancel Spark's jobs until the interruption is handled (`settle`): a job that starts after the signal
+    (planned then, or started by the JVM after Interrupted was raised, as toArrow's serving thread does)
+    is cancelled too, so that code waiting for it on the way out does not wait forever."""
+    while _State.cancelling:
+        try:
+            spark_context.cancelAllJobs()
+        except Exception:
+            pass
+        time.sleep(CANCEL_AGAIN_S)
 
 
 def _raise_outside_py4j(frame) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +14,9 @@ from pipeline.config import REPO_CONF, Config
 
 LOG_CONFIG = REPO_CONF / "log4j2.properties"
 PYTHON_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+DYING_JVM = ("OutOfMemoryError", "Connection refused", "Answer from Java side is empty",
+             "Error while sending or receiving")
+JVM_EXIT_WAIT_S = 10.0
 
 
 class Console:
@@ -20,6 +24,7 @@ class Console:
 
     verbose = False
     jvm_log: Path | None = None
+    driver_memory = ""
 
 
 def set_verbose(verbose: bool) -> None:
@@ -59,6 +64,7 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
     if LOG_CONFIG.exists():
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     settings.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    Console.driver_memory = settings["spark.driver.memory"]
     if not verbose:
         _launch_quiet_gateway(settings)
     builder = SparkSession.builder
@@ -93,6 +99,31 @@ def _launch_quiet_gateway(settings: dict) -> None:
         gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
     SparkContext._ensure_initialized(gateway=gateway)
     logging.getLogger().addHandler(logging.FileHandler(Console.jvm_log))  # py4j logs its errors on the root
+
+
+def jvm_ended(error: BaseException | None = None) -> str | None:
+    """Why this process's Spark JVM has ended, None while it runs. After an error that a dying JVM
+    gives (out of memory, a refused or broken connection), wait a few seconds for it to end."""
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)
+    if proc is None:
+        return None
+    text = ""
+    for _ in range(10):
+        if error is None:
+            break
+        text, error = text + str(error), error.__cause__ or error.__context__
+    try:
+        code = proc.wait(JVM_EXIT_WAIT_S if any(s in text for s in DYING_JVM) else 0)
+    except subprocess.TimeoutExpired:
+        return None
+    if "OutOfMemoryError" in text + jvm_log_tail():
+        return (f"Spark's JVM ran out of memory (java.lang.OutOfMemoryError) and ended; it had "
+                f"spark.driver.memory={Console.driver_memory}, a larger value goes under [spark.conf] in the config")
+    return f"Spark's JVM ended (exit code {code})"
 
 
 def active_context():
