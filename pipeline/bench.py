@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, ingest, modes
+from pipeline import config, graph, ingest, modes
 from pipeline.config import Config
 from pipeline.run import Run, network_for
 from schemas.network import Network
@@ -47,6 +47,9 @@ class Row:
     driver_peak_mb: float | None = None
     jvm_peak_mb: float | None = None
     stages: dict = field(default_factory=dict)
+    fixed_cost: float | None = None
+    io_ms_per_mb: float | None = None
+    phases: dict = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -206,9 +209,44 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
                  for s in {m["stage"] for m in rows}}
     written = statistics.median(sum(m["bytes"] for m in rows if m["iteration"] == t) for t in range(1, 1 + repeat))
     forward = (*run.network.forward_stages, "loss")
+    entries = [e for t in range(1, 1 + repeat) for s in run.network.iteration_stages
+               if (e := run.manifest.get(graph.iteration_key(t, s))) and "phases" in e]
     return Row(mode, images, sum(per_stage.get(s, 0.0) for s in forward),
                sum(per_stage.get(s, 0.0) for s in run.network.backward_stages),
-               per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage)
+               per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage,
+               per_stage.get("loss") if modes.MODES[mode].job_per_stage else None, io_cost(entries),
+               stage_phases(entries))
+
+
+def io_cost(entries: list[dict]) -> float | None:
+    """Milliseconds per MB that the stages' tasks spent reading and writing Parquet (None without stages)."""
+    moved = sum(e["read_bytes"] + e["bytes"] for e in entries) / 1e6
+    busy = sum(e["phases"]["read"] + e["phases"]["write"] for e in entries)
+    return 1000 * busy / moved if moved else None
+
+
+def stage_phases(entries: list[dict]) -> dict[str, dict[str, float]]:
+    """Per stage, the median of each phase over iterations, with its seconds and MB read and written."""
+    by_stage: dict[str, list[dict]] = {}
+    for e in entries:
+        by_stage.setdefault(e["stage"], []).append({**e["phases"], "seconds": e["seconds"],
+                                                     "mb_read": e["read_bytes"] / 1e6, "mb_written": e["bytes"] / 1e6})
+    return {stage: {k: statistics.median(x[k] for x in xs) for k in xs[0]} for stage, xs in by_stage.items()}
+
+
+PHASES = ("plan", "launch", "read", "compute", "write", "collect")
+
+
+def anatomy_table(row: Row) -> str:
+    """Where each stage's time goes in one staged row: the phases of `pipeline.modes.phases`, and the
+    seconds between the job's results and the commit. read, compute and write are summed over the units
+    of a stage, which run on all cores at once."""
+    head = f"{'stage':<14}{'seconds':>8}" + "".join(f"{p:>9}" for p in PHASES) + f"{'MB read':>9}{'MB written':>11}"
+    lines = [head]
+    for stage, ph in row.phases.items():
+        lines.append(f"{stage:<14}{ph['seconds']:>8.3f}" + "".join(f"{ph[p]:>9.3f}" for p in PHASES)
+                     + f"{ph['mb_read']:>9.1f}{ph['mb_written']:>11.1f}")
+    return "\n".join(lines)
 
 
 def epoch_memory(spark, cfg: Config, sizes: list[int], work: Path) -> list[dict]:
@@ -231,13 +269,15 @@ def epoch_memory(spark, cfg: Config, sizes: list[int], work: Path) -> list[dict]
 
 def table(rows: list[Row], reference: Row | None) -> str:
     head = f"{'mode':<28}{'images':>7}{'forward s':>11}{'backward s':>11}{'update s':>10}{'total s':>9}" \
-           f"{'x pytorch':>10}{'MB written':>11}{'driver MB':>10}"
+           f"{'x pytorch':>10}{'MB written':>11}{'driver MB':>10}{'fixed s':>9}{'ms/MB':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         ratio = f"{r.total / reference.total:.2f}" if reference else "n/a"
         driver = f"{r.driver_peak_mb:.0f}" if r.driver_peak_mb else ""
+        fixed = f"{r.fixed_cost:.3f}" if r.fixed_cost is not None else ""
+        per_mb = f"{r.io_ms_per_mb:.2f}" if r.io_ms_per_mb is not None else ""
         lines.append(f"{r.name:<28}{r.images:>7}{r.forward:>11.3f}{r.backward:>11.3f}{r.update:>10.3f}"
-                     f"{r.total:>9.3f}{ratio:>10}{r.bytes_written / 1e6:>11.1f}{driver:>10}")
+                     f"{r.total:>9.3f}{ratio:>10}{r.bytes_written / 1e6:>11.1f}{driver:>10}{fixed:>9}{per_mb:>7}")
     return "\n".join(lines)
 
 
@@ -334,6 +374,8 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         "ratios": {
             "to_pytorch_cpu": {r.name: r.total / torch_cpu.total for r in rows} if torch_cpu else None,
             "staged_to_memory": by_name["staged"].total / by_name["memory"].total,
+            "fixed_cost_to_pytorch_cpu": {r.name: r.fixed_cost / torch_cpu.total for r in rows
+                                          if r.fixed_cost is not None} if torch_cpu else None,
         },
     }
     if "staged on hdfs" in by_name:
@@ -345,10 +387,17 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print()
     print(table(rows, torch_cpu))
     print(f"\nstaged / memory: {result['ratios']['staged_to_memory']:.2f}")
+    print("fixed cost of a stage (fixed s: the loss stage, which computes next to nothing); ms/MB: the tasks' "
+          "reading and writing time per MB read and written"
+          + "".join(f"; {name} {share:.1%} of PyTorch's iteration"
+                    for name, share in (result["ratios"]["fixed_cost_to_pytorch_cpu"] or {}).items()))
     if "hdfs_to_staged" in result["ratios"]:
         print(f"staged on hdfs / staged: {result['ratios']['hdfs_to_staged']:.2f}, "
               f"staged on hdfs / memory: {result['ratios']['hdfs_to_memory']:.2f}")
     print("\nseconds per stage and iteration:\n" + stage_profile(rows, net))
+    for r in rows:
+        if r.phases:
+            print(f"\nwhere a stage's time goes ({r.name}, seconds, median over iterations):\n" + anatomy_table(r))
     if variants:
         print("\ncache policies (staged mode):\n" + cache_table(variants, net))
     if skipped:

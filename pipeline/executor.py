@@ -6,7 +6,8 @@ overwrites another; the driver commits only the files the successful attempts re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +17,33 @@ from threadpoolctl import threadpool_limits
 from pipeline import chain, faults, graph
 from pipeline.layout import output_path
 from pipeline.storage import Storage
-from schemas.tables import TASK_RESULT_SCHEMA, table_schema
+from schemas.tables import TASK_RESULT_SCHEMA, table_schema, table_to_arrays
 from stages.tabular import StageContext
+
+_LOADED: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameters by reference: a committed params file that a worker process reads once and keeps,
+    instead of a copy of the arrays in every task's closure."""
+
+    storage: Storage
+    path: str
+
+    def load(self) -> dict[str, np.ndarray]:
+        key = (self.storage.url, self.path)
+        if key not in _LOADED:
+            _LOADED.clear()
+            arrays = table_to_arrays(self.storage.read_parquet(self.path))
+            for array in arrays.values():
+                array.setflags(write=False)
+            _LOADED[key] = arrays
+        return _LOADED[key]
+
+    def bind(self, ctx: StageContext) -> StageContext:
+        """The context with these parameters in it."""
+        return replace(ctx, params=self.load())
 
 
 @dataclass
@@ -38,6 +64,7 @@ class StageTask:
     many: frozenset = frozenset()
     units: list[Unit] = field(default_factory=list)
     key: str = ""
+    params: Params | None = None
 
 
 def result_row(part: str, output: str, path: str, rows: int, size: int, values: dict, data: bytes | None = None) -> dict:
@@ -46,12 +73,18 @@ def result_row(part: str, output: str, path: str, rows: int, size: int, values: 
 
 
 def run_unit(task: StageTask, unit: Unit) -> list[dict]:
+    """A unit's outputs written; each result row also carries the unit's timing: when it started
+    (wall clock) and the seconds it spent reading, computing and writing."""
+    start, t0 = time.time(), time.perf_counter()
     fn = graph.resolve(task.function)
+    ctx = task.params.bind(task.context) if task.params else task.context
     inputs = {}
     for name, paths in unit.inputs.items():
         tables = [task.storage.read_parquet(p, task.columns.get(name)) for p in paths]
         inputs[name] = tables if name in task.many else tables[0]
-    result = fn(inputs, task.context)
+    t1 = time.perf_counter()
+    result = fn(inputs, ctx)
+    t2 = time.perf_counter()
     rows = []
     for output, table in result.tables.items():
         path = output_path(task.out_dir, output, unit.part)
@@ -59,7 +92,8 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
         size = task.storage.write_parquet(table, path)
         rows.append(result_row(unit.part, output, path, table.num_rows, size, result.values))
         faults.hit("in-task", task.key)
-    return rows
+    timing = {"start": start, "read": t1 - t0, "compute": t2 - t1, "write": time.perf_counter() - t2}
+    return [{**row, "timing": timing} for row in rows]
 
 
 @dataclass
@@ -71,12 +105,13 @@ class FusedTask:
     context: StageContext
     units: list[Unit]
     key: str
+    params: Params
     inspect_dir: str | None = None
 
 
 def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
     batch = task.storage.read_parquet(unit.inputs["batches"][0])
-    produced, values, seconds = chain.run_chain(batch, task.context)
+    produced, values, seconds = chain.run_chain(batch, task.params.bind(task.context))
     values = {**values, "seconds": seconds}
     rows = []
     for stage in chain.shard_stages(task.context):
@@ -92,17 +127,15 @@ def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
     return rows
 
 
-def execute(task: StageTask | FusedTask, batches):
-    """mapInArrow body: the input batches carry unit indices in their first column.
+def execute(task: StageTask | FusedTask, indices):
+    """mapPartitions body over unit indices: the result rows of each unit.
 
     BLAS runs single-threaded (one task per core), which also keeps its sums in one fixed order.
     """
     run = run_fused_unit if isinstance(task, FusedTask) else run_unit
-    for batch in batches:
-        for index in batch.column(0).to_pylist():
-            with threadpool_limits(limits=1, user_api="blas"):
-                rows = run(task, task.units[index])
-            yield pa.RecordBatch.from_pylist(rows, schema=TASK_RESULT_SCHEMA)
+    for index in indices:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield from run(task, task.units[index])
 
 
 @dataclass

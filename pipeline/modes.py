@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline import chain, graph, layout, planner
 from pipeline.errors import RunError
-from pipeline.executor import FusedTask, StageTask, Unit
+from pipeline.executor import FusedTask, Params, StageTask, Unit
 from pipeline.runners import check_parts, run_task, write_table
 from stages.tabular import StageContext
 
@@ -26,53 +26,72 @@ class Staged:
     """Every stage of an iteration a Spark job of its own, committed as it finishes."""
 
     name = "staged"
+    job_per_stage = True
 
     def committed_stages(self, network) -> tuple[str, ...]:
         return network.iteration_stages
 
     def run(self, run, spark, key: str, stage: str, t: int) -> dict:
+        planning = time.time()
         sched = run.schedule()
         sdef = run.stage_def(stage, t)
         deps = planner.dependencies(sdef, sched, t)
         run.identity(key, deps, {})
         shards = [graph.shard_part(s) for s in range(sched.shards(sched.batch_images(t)))]
         parts = [graph.ALL_PARTS] if stage == "update" else shards
-        units = []
+        units, read_bytes = [], 0
         for part in parts:
             inputs = {}
             for name, inp in sdef.inputs.items():
                 src = planner.source_key(sched, t, inp.source)
                 files = run.manifest.files(src, inp.output)
-                if inp.many:
-                    inputs[name] = [f["path"] for f in files]
-                else:
+                if not inp.many:
                     want = graph.batch_part(t, int(part)) if inp.source == "batches" else (
                         graph.ALL_PARTS if inp.source == "params" else part)
-                    inputs[name] = [f["path"] for f in files if f["part"] == want]
-                    if len(inputs[name]) != 1:
-                        raise RunError(f"stage {src} has {len(inputs[name])} files for part {want}")
+                    files = [f for f in files if f["part"] == want]
+                    if len(files) != 1:
+                        raise RunError(f"stage {src} has {len(files)} files for part {want}")
+                inputs[name] = [f["path"] for f in files]
+                read_bytes += sum(f["bytes"] for f in files)
             units.append(Unit(part, inputs))
         hyper = run.hyper(t) if stage == "update" else {}
-        params = run.params_at(t) if sdef.uses_params else {}
         out_dir = layout.params_dir(t + 1) if stage == "update" else layout.stage_dir(t, stage)
-        task = StageTask(run.storage, sdef.function, run.context(params, sched.batch_images(t), hyper, stage), out_dir,
+        task = StageTask(run.storage, sdef.function, run.context({}, sched.batch_images(t), hyper, stage), out_dir,
                          {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
-                         frozenset(n for n, i in sdef.inputs.items() if i.many), units, key)
+                         frozenset(n for n, i in sdef.inputs.items() if i.many), units, key,
+                         run.params_ref(t) if sdef.uses_params else None)
+        submitted = time.time()
         rows = run_task(spark, key, task, run.cfg.spark.partitions)
         check_parts(key, rows, {o: parts for o in {r["output"] for r in rows}})
-        return run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
+        entry = run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
+        entry["phases"] = phases(planning, submitted, time.time(), rows)
+        entry["read_bytes"] = read_bytes
+        return entry
+
+
+def phases(planning: float, submitted: float, collected: float, rows: list[dict]) -> dict:
+    """Where a stage's time went (seconds): planning on the driver, launching its tasks (from the job's
+    submission to the first unit's start), reading, computing and writing summed over its units, and
+    collecting (from the last unit's end to the results on the driver)."""
+    timings = list({r["part"]: r["timing"] for r in rows}.values())
+    ends = [t["start"] + t["read"] + t["compute"] + t["write"] for t in timings]
+    return {"plan": submitted - planning, "launch": min(t["start"] for t in timings) - submitted,
+            **{p: sum(t[p] for t in timings) for p in ("read", "compute", "write")},
+            "collect": collected - max(ends)}
 
 
 class WholeIteration:
     """An iteration run whole, committed only as its update (a checkpoint), unless kept for inspection."""
 
     name = ""
+    job_per_stage = False
 
     def committed_stages(self, network) -> tuple[str, ...]:
         return ("update",)
 
-    def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext) -> dict:
-        """Every shard's stages but the update: gradient tables and loss values by shard, seconds by stage."""
+    def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
+        """Every shard's stages but the update (ctx bound to params in the tasks): gradient tables and loss
+        values by shard, seconds by stage."""
         raise NotImplementedError
 
     def run(self, run, spark, key: str, stage: str, t: int) -> dict:
@@ -84,7 +103,7 @@ class WholeIteration:
         files = {f["part"]: f["path"] for f in run.manifest.files(planner.sources(sched, t)["batches"], "out")}
         units = [Unit(graph.shard_part(s), {"batches": [files[graph.batch_part(t, s)]]})
                  for s in range(sched.shards(sched.batch_images(t)))]
-        result = self.iterate(run, spark, key, t, units, run.context(run.params_at(t), sched.batch_images(t)))
+        result = self.iterate(run, spark, key, t, units, run.context({}, sched.batch_images(t)), run.params_ref(t))
         run.check_finite(key, t, result["values"])
         if result.get("files"):
             self._commit_inspection(run, t, result["files"], result["values"])
@@ -119,12 +138,12 @@ class WholeIteration:
                 for name, table in result.tables.items()]
 
 
-def _memory_stage(stage: str, sources: list[str], elements: tuple, ctx: StageContext) -> dict:
+def _memory_stage(stage: str, sources: list[str], elements: tuple, ctx: StageContext, params: Params) -> dict:
     from threadpoolctl import threadpool_limits
 
     produced = {s: {o: chain.from_ipc(b) for o, b in e["tables"].items()} for s, e in zip(sources, elements)}
     with threadpool_limits(limits=1, user_api="blas"):
-        result = chain.run_stage(stage, produced, ctx)
+        result = chain.run_stage(stage, produced, params.bind(ctx))
     return {"tables": {o: chain.to_ipc(t) for o, t in result.tables.items()}, "values": result.values}
 
 
@@ -139,8 +158,9 @@ class Memory(WholeIteration):
     """The study's naive Spark version: one Spark job per stage, outputs cached in Spark memory."""
 
     name = "memory"
+    job_per_stage = True
 
-    def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext) -> dict:
+    def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
         from pyspark import StorageLevel
 
         sc = spark.sparkContext
@@ -163,7 +183,7 @@ class Memory(WholeIteration):
                 sc.setJobDescription(f"memory {stage}")
                 start = time.perf_counter()
                 rdd = _zip_all([rdds[s] for s in sources]).map(
-                    lambda elements, stage=stage, sources=sources: _memory_stage(stage, sources, elements, ctx))
+                    lambda elements, stage=stage, sources=sources: _memory_stage(stage, sources, elements, ctx, params))
                 rdds[stage] = rdd.persist(level)
                 rdds[stage].count()
                 seconds[stage] = time.perf_counter() - start
@@ -185,10 +205,11 @@ class Fused(WholeIteration):
 
     name = "fused"
 
-    def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext) -> dict:
+    def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
         start = time.perf_counter()
         inspect_dir = layout.iteration_dir(t) if run.inspected(t) else None
-        rows = run_task(spark, key, FusedTask(run.storage, ctx, units, key, inspect_dir), run.cfg.spark.partitions)
+        rows = run_task(spark, key, FusedTask(run.storage, ctx, units, key, params, inspect_dir),
+                        run.cfg.spark.partitions)
         grads = {s: [chain.from_ipc(r["data"]) for r in sorted(rows, key=lambda r: r["part"])
                      if r["output"] == f"{s}:grads" and r["data"] is not None] for s in ctx.network.gradient_stages}
         values, seconds = {}, {}

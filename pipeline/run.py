@@ -18,12 +18,13 @@ from pipeline import config as config_mod
 from pipeline import faults, graph, ingest, layout, metrics, modes, planner, runners, signals
 from pipeline.config import Config, ConfigError
 from pipeline.errors import RunError
+from pipeline.executor import Params
 from pipeline.manifest import Manifest
 from pipeline.retention import Policy, Retention
 from pipeline.spark import jvm_ended
 from pipeline.verify import dependents, verify
 from pipeline.storage import Storage
-from schemas.tables import METRICS_SCHEMA, table_to_arrays
+from schemas.tables import METRICS_SCHEMA
 from schemas.network import Network, NetworkError, StageDef
 from stages import update
 from stages.tabular import StageContext
@@ -346,7 +347,11 @@ class Run:
 
     def params_at(self, iteration: int) -> dict[str, np.ndarray]:
         """Parameters an iteration starts from (iteration N+1 -> the parameters after N)."""
-        return table_to_arrays(self.storage.read_parquet(self.params_file(iteration, "params")["path"]))
+        return self.params_ref(iteration).load()
+
+    def params_ref(self, iteration: int) -> Params:
+        """The same parameters by reference, for tasks to read."""
+        return Params(self.storage, self.params_file(iteration, "params")["path"])
 
     def params_file(self, iteration: int, output: str) -> dict:
         start = self.schedule().start_iteration if self.manifest.committed("ingest") else 0

@@ -33,11 +33,12 @@ def spark_schema(schema: pa.Schema):
 
 
 def run_task(spark, key: str, task, partitions: int) -> list[dict]:
-    """One Spark job over a task's units (mapInArrow over their indices); the result rows of every unit."""
-    partitions = max(1, min(partitions, len(task.units)))
-    spark.sparkContext.setJobDescription(key)
-    frame = spark.range(len(task.units), numPartitions=partitions)
-    return frame.mapInArrow(lambda batches: execute(task, batches), spark_schema(TASK_RESULT_SCHEMA)).toArrow().to_pylist()
+    """One Spark job over a task's units (an RDD of their indices: no query to plan, unlike a DataFrame);
+    the result rows of every unit."""
+    context = spark.sparkContext
+    context.setJobDescription(key)
+    indices = context.parallelize(range(len(task.units)), max(1, min(partitions, len(task.units))))
+    return indices.mapPartitions(lambda part: execute(task, part)).collect()
 
 
 def check_parts(key: str, rows: list[dict], expected: dict[str, set[str]]) -> None:
@@ -124,9 +125,9 @@ def run_evaluate(run, spark, key: str, epoch: int) -> dict:
     run.identity(key, deps, {})
     units = [Unit(graph.shard_part(i), {"x": [f["path"]]}) for i, f in enumerate(run.manifest.files("testset", "out"))]
     sdef = run.network.evaluate_def
-    task = StageTask(run.storage, sdef.function, run.context(run.params_at(last + 1), stage="evaluate"),
+    task = StageTask(run.storage, sdef.function, run.context({}, stage="evaluate"),
                      layout.evaluate_dir(epoch), {n: list(i.columns) for n, i in sdef.inputs.items()},
-                     frozenset(), units, key)
+                     frozenset(), units, key, run.params_ref(last + 1))
     rows = run_task(spark, key, task, run.cfg.spark.partitions)
     check_parts(key, rows, {"out": {u.part for u in units}})
     return run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})

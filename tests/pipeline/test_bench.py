@@ -27,6 +27,16 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     assert result["ratios"]["staged_to_memory"] == pytest.approx(rows["staged"]["total"] / rows["memory"]["total"])
     assert sorted((r["name"], r["images"]) for r in result["scaling"]) == sorted(
         (m, n) for m in ("staged", "memory", "fused") for n in (100, 200))
+    staged = rows["staged"]
+    assert staged["fixed_cost"] == staged["stages"]["loss"] and rows["memory"]["fixed_cost"] > 0
+    assert rows["fused"]["fixed_cost"] is None and rows["fused"]["io_ms_per_mb"] is None
+    assert staged["io_ms_per_mb"] > 0 and rows["memory"]["io_ms_per_mb"] is None
+    assert set(staged["phases"]) == set(staged["stages"])
+    for stage, ph in staged["phases"].items():
+        assert ph["seconds"] == pytest.approx(staged["stages"][stage])
+        assert ph["launch"] > 0 and min(ph[k] for k in ("plan", "read", "compute", "write", "collect")) >= 0
+        assert ph["plan"] + ph["launch"] + ph["collect"] < ph["seconds"] and ph["mb_read"] > 0
+    assert "where a stage's time goes (staged" in printed and "fixed cost of a stage" in printed
     policies = {r["name"]: r["bytes_written"] for r in result["cache_policies"]}
     assert policies["relu mask as bytes"] > policies["default (bitmask, int8)"] > policies["all recomputed + sparse"]
     png = (out / "bench.png").read_bytes()
