@@ -326,13 +326,15 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
 
     out.mkdir(parents=True, exist_ok=True)
     work = out / "runs"
-    x, labels, net = load_batch(cfg, images)
     available = ingest_count(cfg)
     skipped = [n for n in [*scaling, *epoch_sizes] if n > available]
     scaling = [n for n in scaling if n <= available]
     epoch_sizes = [n for n in epoch_sizes if n <= available]
+    x, labels, net = load_batch(cfg, max([images, *scaling]))
     rows = []
     torch_cpu = bench_torch(cfg, x[:images], labels[:images], net, repeat, "cpu") if torch else None
+    torch_scaled = [r for n in scaling if n != images and torch
+                    for r in [bench_torch(cfg, x[:n], labels[:n], net, repeat, "cpu")] if r]
     for r in (torch_cpu, bench_torch(cfg, x[:images], labels[:images], net, repeat, "cuda") if torch else None):
         if r:
             rows.append(r)
@@ -350,7 +352,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
             row.name = "staged on hdfs"
         rows.append(row)
         print(table([row], torch_cpu).splitlines()[-1], flush=True)
-    scaled = [r for r in rows if r.name in MODES]
+    scaled = [r for r in rows if r.name in MODES or r is torch_cpu] + torch_scaled
     for size in scaling:
         if size == images:
             continue
@@ -376,6 +378,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
             "staged_to_memory": by_name["staged"].total / by_name["memory"].total,
             "fixed_cost_to_pytorch_cpu": {r.name: r.fixed_cost / torch_cpu.total for r in rows
                                           if r.fixed_cost is not None} if torch_cpu else None,
+            "scaling": scaling_ratios(scaled, images),
         },
     }
     if "staged on hdfs" in by_name:
@@ -394,6 +397,8 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     if "hdfs_to_staged" in result["ratios"]:
         print(f"staged on hdfs / staged: {result['ratios']['hdfs_to_staged']:.2f}, "
               f"staged on hdfs / memory: {result['ratios']['hdfs_to_memory']:.2f}")
+    print("\nscaling (seconds per iteration; x PyTorch at the same size; cost per image / cost per image at "
+          f"{images}):\n" + scaling_table(result["ratios"]["scaling"], scaled))
     print("\nseconds per stage and iteration:\n" + stage_profile(rows, net))
     for r in rows:
         if r.phases:
@@ -406,6 +411,34 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         print("PyTorch is not installed (pip install 'sparkcnn[torch]'), so there are no ratios to it")
     print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return result
+
+
+def scaling_ratios(scaled: list[Row], images: int) -> dict[str, dict[int, dict]]:
+    """Per mode and size: seconds, the ratio to PyTorch on the CPU at that size (when measured), and the
+    cost per image relative to that at the bench's size."""
+    torch = {r.images: r.total for r in scaled if r.name.startswith("pytorch cpu")}
+    result = {}
+    for mode in MODES:
+        totals = {r.images: r.total for r in scaled if r.name == mode}
+        result[mode] = {n: {"seconds": t, "x_pytorch": t / torch[n] if n in torch else None,
+                            "per_image_vs_bench_size": (t / n) / (totals[images] / images) if images in totals else None}
+                        for n, t in sorted(totals.items())}
+    return result
+
+
+def scaling_table(ratios: dict, scaled: list[Row]) -> str:
+    torch = {r.images: r.total for r in scaled if r.name.startswith("pytorch cpu")}
+    sizes = sorted({n for by_size in ratios.values() for n in by_size})
+    lines = [f"{'images':>7}{'pytorch s':>11}" + "".join(f"{m + ' s':>12}{'x':>7}{'/image':>8}" for m in ratios)]
+    for n in sizes:
+        line = f"{n:>7}" + (f"{torch[n]:>11.3f}" if n in torch else f"{'':>11}")
+        for by_size in ratios.values():
+            r = by_size.get(n)
+            x = f"{r['x_pytorch']:.2f}" if r and r["x_pytorch"] is not None else ""
+            per = f"{r['per_image_vs_bench_size']:.2f}" if r and r["per_image_vs_bench_size"] is not None else ""
+            line += (f"{r['seconds']:>12.3f}" if r else f"{'':>12}") + f"{x:>7}{per:>8}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def stage_profile(rows: list[Row], net: Network) -> str:

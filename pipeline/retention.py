@@ -1,7 +1,9 @@
 """Bounded disk: retire old stage outputs and checkpoints, and remove files no manifest entry owns.
 
 Retiring a stage's outputs writes `retired/<stage>.json` first, then removes the files, so a crash
-in between leaves files that no live entry owns, which garbage collection removes.
+in between leaves files that no live entry owns, which garbage collection removes. Once the record is
+written nothing reads those files, so they are removed in the background while the next stages run;
+`settle` waits for that (training does before it returns).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import posixpath
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pipeline import graph, layout
@@ -31,6 +34,17 @@ class Retention:
     def __init__(self, storage: Storage, manifest: Manifest, policy: Policy):
         self.storage, self.manifest, self.policy = storage, manifest, policy
         self._retired: dict[str, set[str]] | None = None
+        self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
+        self._removals: list[Future] = []
+
+    def _remove_later(self, rel: str) -> None:
+        self._removals.append(self._remover.submit(self.storage.remove, rel))
+
+    def settle(self) -> None:
+        """Wait for the removals under way; the first that failed raises its error."""
+        removals, self._removals = self._removals, []
+        for removal in removals:
+            removal.result()
 
     def retired_outputs(self, key: str) -> set[str]:
         """Outputs of a stage that retention removed (empty when none)."""
@@ -55,7 +69,8 @@ class Retention:
         return gone
 
     def forget(self, key: str) -> None:
-        """A stage about to be recomputed is no longer retired."""
+        """A stage about to be recomputed is no longer retired (and none of its old files is still being removed)."""
+        self.settle()
         self.storage.remove(layout.retired_record(key))
         if self._retired is not None:
             self._retired.pop(key, None)
@@ -71,7 +86,7 @@ class Retention:
         self._retired[key] = set(doc["outputs"])
         folders = {posixpath.dirname(f["path"]) for o in outputs for f in entry["outputs"][o]}
         for folder in sorted(folders):
-            self.storage.remove(folder)
+            self._remove_later(folder)
 
     def apply(self, done: int, sched: graph.Schedule) -> None:
         """Retention once `done` iterations are committed: the stage outputs of iteration
@@ -107,7 +122,7 @@ class Retention:
         for stage in self.policy.stages:
             if stage != "update":
                 self.retire(graph.iteration_key(t, stage), ("out", "grads"))
-        self.storage.remove(layout.iteration_dir(t))
+        self._remove_later(layout.iteration_dir(t))
         if (t + 1) % sched.iterations_per_epoch == 0:
             self.retire(graph.batches_key(sched.epoch_of(t)), ("out",))
 
@@ -136,6 +151,7 @@ class Retention:
     def collect(self, done: int, sched: graph.Schedule) -> dict:
         """gc: apply retention everywhere and remove orphan files. Returns what was removed."""
         self.sweep(done, sched)
+        self.settle()
         orphans = self.orphans()
         freed = 0
         for path in orphans:

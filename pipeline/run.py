@@ -1,6 +1,7 @@
 """A training run: its root, config, manifest, and the driver that runs its stages in order."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -215,14 +216,21 @@ class Run:
         if diverged := self.divergence():
             raise self._diverged(diverged)
         outcomes = []
-        while (key := self.next_stage()) is not None:
-            if iterations and key not in graph.SETUP_STAGES and self.schedule().first_iteration_needing(key) > iterations:
-                break
-            if before_stage:
-                before_stage(self, key)
-            outcomes.append(self.run_stage(spark, key))
-            if on_stage:
-                on_stage(self, outcomes[-1])
+        try:
+            while (key := self.next_stage()) is not None:
+                if iterations and key not in graph.SETUP_STAGES and \
+                        self.schedule().first_iteration_needing(key) > iterations:
+                    break
+                if before_stage:
+                    before_stage(self, key)
+                outcomes.append(self.run_stage(spark, key))
+                if on_stage:
+                    on_stage(self, outcomes[-1])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.retention.settle()
+            raise
+        self.retention.settle()
         return outcomes
 
     def run_stage(self, spark, key: str) -> StageOutcome:

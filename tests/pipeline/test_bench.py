@@ -37,6 +37,11 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
         assert ph["launch"] > 0 and min(ph[k] for k in ("plan", "read", "compute", "write", "collect")) >= 0
         assert ph["plan"] + ph["launch"] + ph["collect"] < ph["seconds"] and ph["mb_read"] > 0
     assert "where a stage's time goes (staged" in printed and "fixed cost of a stage" in printed
+    by_size = result["ratios"]["scaling"]["staged"]
+    assert by_size["200"]["per_image_vs_bench_size"] == 1.0 and by_size["100"]["x_pytorch"] is None
+    assert by_size["100"]["per_image_vs_bench_size"] == pytest.approx(
+        (by_size["100"]["seconds"] / 100) / (staged["total"] / 200))
+    assert "scaling (seconds per iteration" in printed
     policies = {r["name"]: r["bytes_written"] for r in result["cache_policies"]}
     assert policies["relu mask as bytes"] > policies["default (bitmask, int8)"] > policies["all recomputed + sparse"]
     png = (out / "bench.png").read_bytes()
