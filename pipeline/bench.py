@@ -214,7 +214,7 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
     return Row(mode, images, sum(per_stage.get(s, 0.0) for s in forward),
                sum(per_stage.get(s, 0.0) for s in run.network.backward_stages),
                per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage,
-               per_stage.get("loss") if modes.MODES[mode].job_per_stage else None, io_cost(entries),
+               per_stage.get("loss") if modes.MODES[mode].times_stages else None, io_cost(entries),
                stage_phases(entries))
 
 
@@ -343,13 +343,13 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print(table(rows[-1:], torch_cpu).splitlines()[-1], flush=True)
     del x
     spark = session(cfg)
-    benched = [(m, work / f"{m}-{images}", []) for m in MODES]
+    benched = [(m, m, work / f"{m}-{images}", []) for m in MODES]
+    benched.insert(1, ("staged, job per stage", "staged", work / f"staged-jobs-{images}", ["run.job_per_stage=true"]))
     if hdfs_root:
-        benched.insert(1, ("staged", f"{hdfs_root.rstrip('/')}/bench-{images}-{time.time_ns()}", []))
-    for mode, root, extra in benched:
+        benched.insert(1, ("staged on hdfs", "staged", f"{hdfs_root.rstrip('/')}/bench-{images}-{time.time_ns()}", []))
+    for name, mode, root, extra in benched:
         row = bench_mode(spark, cfg, mode, images, repeat, Path(root) if "://" not in str(root) else root, extra)
-        if "://" in str(root):
-            row.name = "staged on hdfs"
+        row.name = name
         rows.append(row)
         print(table([row], torch_cpu).splitlines()[-1], flush=True)
     scaled = [r for r in rows if r.name in MODES or r is torch_cpu] + torch_scaled

@@ -71,6 +71,7 @@ class RunConfig:
     keep_iterations: int = 2
     checkpoint_every: int = 100
     mode: str = "staged"
+    job_per_stage: bool = False
     inspect_every: int = 0
     inspect_iterations: list = field(default_factory=list)
 

@@ -7,3 +7,11 @@ class RunError(RuntimeError):
     `sparkcnn resume` can continue it once the cause is gone."""
 
     resumable = False
+
+
+class JobFailed(Exception):
+    """A Spark job over several stages failed in stage `key` (the cause is the job's error)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key

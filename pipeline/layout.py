@@ -48,6 +48,20 @@ def stage_dir(iteration: int, stage: str) -> str:
     return f"{iteration_dir(iteration)}/{stage}"
 
 
+PROGRESS_PREFIX = "_progress-"
+
+
+def progress_dir(iteration: int) -> str:
+    """Where the tasks of one job over several stages of an iteration record each stage as it finishes."""
+    return f"{iteration_dir(iteration)}/{PROGRESS_PREFIX}{uuid.uuid4().hex[:12]}"
+
+
+def progress_record(progress: str, key: str, first_unit: int, failed: bool = False) -> str:
+    """One task's record of a stage it finished (its result rows), or of a stage it failed in, named by
+    the task's first unit."""
+    return f"{progress}/{key}-{first_unit:04d}.{'failed' if failed else 'json'}"
+
+
 def params_dir(version: int) -> str:
     """Parameters and velocity after `version` iterations."""
     return f"params/v{version:06d}"

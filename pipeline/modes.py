@@ -1,7 +1,7 @@
 """The three execution modes, peers behind one interface: which stages of an iteration a mode commits,
 and how it computes a committed one.
 
-- staged: every stage is its own Spark job and its own commit;
+- staged: every stage its own commit; an iteration's shard stages one Spark job (or one job per stage);
 - memory: the study's naive Spark version, one job per stage with outputs cached in Spark memory;
 - fused: forward and backward of each shard in one task (locality).
 
@@ -10,40 +10,106 @@ tables in the same order, so parameters are bitwise identical whatever the mode.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
 
 import pyarrow as pa
 
 from pipeline import chain, graph, layout, planner
-from pipeline.errors import RunError
-from pipeline.executor import FusedTask, Params, StageTask, Unit
+from pipeline.errors import JobFailed, RunError
+from pipeline.executor import FusedTask, MultiStageTask, Params, StageTask, Unit, in_job_input
 from pipeline.runners import check_parts, run_task, write_table
 from stages.tabular import StageContext
 
 
 class Staged:
-    """Every stage of an iteration a Spark job of its own, committed as it finishes."""
+    """Every stage of an iteration committed on its own as it finishes: the shard stages of an iteration
+    as one Spark job (run_many), or a single stage as one (run)."""
 
     name = "staged"
-    job_per_stage = True
+    times_stages = True
+    multi_stage_jobs = True
 
     def committed_stages(self, network) -> tuple[str, ...]:
         return network.iteration_stages
 
     def run(self, run, spark, key: str, stage: str, t: int) -> dict:
+        """One stage as one Spark job."""
         planning = time.time()
+        sdef, deps, units = self._plan(run, key, stage, t, ())
+        task = self._task(run, key, stage, t, sdef, units)
+        submitted = time.time()
+        rows = run_task(spark, key, task, run.cfg.spark.partitions)
+        entry = self._entry(run, key, sdef, deps, units, rows)
+        entry["phases"] = phases(rows, submitted, time.time(), planning)
+        return entry
+
+    def run_many(self, run, spark, keys: list[str], commit) -> None:
+        """Consecutive shard stages of one iteration, in order, as one Spark job: each task runs them all over
+        its shards, reading the files the stages before wrote. Each stage's entry goes to commit(entry) as
+        soon as every task has recorded the stage, in stage order, while the job goes on, so an entry is
+        never committed before the entries it reads. A stage's seconds run from the previous stage's end
+        (the job's planning, for the first) to the moment the driver finds it finished. A failed job
+        commits the stages that finished, then raises JobFailed naming the stage it failed in."""
+        planning = time.time()
+        t = graph.parse_key(keys[0])[2]
+        plans = []
+        for i, key in enumerate(keys):
+            stage = graph.parse_key(key)[0]
+            sdef, deps, units = self._plan(run, key, stage, t, keys[:i])
+            plans.append((key, sdef, deps, units, self._task(run, key, stage, t, sdef, units)))
+        for name in run.storage.listdir(layout.iteration_dir(t)):
+            if name.startswith(layout.PROGRESS_PREFIX):  # a killed driver's job's records
+                run.retention.remove_later(f"{layout.iteration_dir(t)}/{name}")
+        progress = layout.progress_dir(t)
+        partitions = max(1, min(run.cfg.spark.partitions, len(plans[0][3])))
+        job = Job(spark, f"{keys[0]} .. {graph.parse_key(keys[-1])[0]}",
+                  MultiStageTask(run.storage, [p[4] for p in plans], progress), partitions)
+        poll = POLL_LOCAL_S if run.storage.local else POLL_REMOTE_S
+        done, previous_end = 0, planning
+        try:
+            while done < len(plans):
+                finished = job.wait(poll)
+                key, sdef, deps, units, _ = plans[done]
+                rows = job.rows_of(key) if finished and job.error is None else \
+                    recorded_rows(run.storage, progress, key, partitions)
+                if rows is None:
+                    if finished:
+                        raise JobFailed(failed_stage(run.storage, progress, keys[done:]) or key) from job.error
+                    continue
+                end = time.time()
+                entry = self._entry(run, key, sdef, deps, units, rows)
+                entry["phases"] = phases(rows, job.submitted, end, planning if done == 0 else None)
+                entry["seconds"], previous_end = end - previous_end, end
+                commit(entry)
+                done += 1
+        finally:
+            try:
+                job.stop()
+            finally:
+                run.retention.remove_later(progress)
+
+    @staticmethod
+    def _plan(run, key: str, stage: str, t: int, in_job: list[str]):
+        """A stage's definition, dependencies and units; inputs from stages earlier in the same job are
+        named for the task to find, the others are committed files."""
         sched = run.schedule()
         sdef = run.stage_def(stage, t)
         deps = planner.dependencies(sdef, sched, t)
-        run.identity(key, deps, {})
+        run.identity(key, [d for d in deps if d not in in_job], {})
         shards = [graph.shard_part(s) for s in range(sched.shards(sched.batch_images(t)))]
-        parts = [graph.ALL_PARTS] if stage == "update" else shards
-        units, read_bytes = [], 0
-        for part in parts:
+        units = []
+        for part in [graph.ALL_PARTS] if stage == "update" else shards:
             inputs = {}
             for name, inp in sdef.inputs.items():
                 src = planner.source_key(sched, t, inp.source)
+                if src in in_job:
+                    if inp.many:
+                        raise RunError(f"stage {key} reads every part of {src}, which runs in the same job")
+                    inputs[name] = [in_job_input(src, inp.output)]
+                    continue
                 files = run.manifest.files(src, inp.output)
                 if not inp.many:
                     want = graph.batch_part(t, int(part)) if inp.source == "batches" else (
@@ -52,39 +118,118 @@ class Staged:
                     if len(files) != 1:
                         raise RunError(f"stage {src} has {len(files)} files for part {want}")
                 inputs[name] = [f["path"] for f in files]
-                read_bytes += sum(f["bytes"] for f in files)
             units.append(Unit(part, inputs))
+        return sdef, deps, units
+
+    @staticmethod
+    def _task(run, key: str, stage: str, t: int, sdef, units: list[Unit]) -> StageTask:
+        sched = run.schedule()
         hyper = run.hyper(t) if stage == "update" else {}
         out_dir = layout.params_dir(t + 1) if stage == "update" else layout.stage_dir(t, stage)
-        task = StageTask(run.storage, sdef.function, run.context({}, sched.batch_images(t), hyper, stage), out_dir,
+        return StageTask(run.storage, sdef.function, run.context({}, sched.batch_images(t), hyper, stage), out_dir,
                          {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
                          frozenset(n for n, i in sdef.inputs.items() if i.many), units, key,
                          run.params_ref(t) if sdef.uses_params else None)
-        submitted = time.time()
-        rows = run_task(spark, key, task, run.cfg.spark.partitions)
+
+    @staticmethod
+    def _entry(run, key: str, sdef, deps: list[str], units: list[Unit], rows: list[dict]) -> dict:
+        """The manifest entry of a stage whose units all returned, with the bytes it read (its inputs
+        are committed by now)."""
+        parts = [u.part for u in units]
         check_parts(key, rows, {o: parts for o in {r["output"] for r in rows}})
         entry = run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
-        entry["phases"] = phases(planning, submitted, time.time(), rows)
-        entry["read_bytes"] = read_bytes
+        sched, (_, _, t) = run.schedule(), graph.parse_key(key)
+        read = 0
+        for inp in sdef.inputs.values():
+            files = run.manifest.files(planner.source_key(sched, t, inp.source), inp.output)
+            wanted = None if inp.many or inp.source == "params" else (
+                {graph.batch_part(t, int(p)) for p in parts} if inp.source == "batches" else set(parts))
+            read += sum(f["bytes"] for f in files if wanted is None or f["part"] in wanted)
+        entry["read_bytes"] = read
         return entry
 
 
-def phases(planning: float, submitted: float, collected: float, rows: list[dict]) -> dict:
-    """Where a stage's time went (seconds): planning on the driver, launching its tasks (from the job's
-    submission to the first unit's start), reading, computing and writing summed over its units, and
-    collecting (from the last unit's end to the results on the driver)."""
+POLL_LOCAL_S = 0.01
+POLL_REMOTE_S = 0.1
+
+
+class Job:
+    """A Spark job over a task's units, run in a thread of its own so that the driver can commit
+    stages while it runs; stop() cancels it if it is still running and waits for it."""
+
+    def __init__(self, spark, description: str, task, partitions: int):
+        from pyspark import InheritableThread
+
+        self.spark, self.group = spark, f"sparkcnn-{uuid.uuid4().hex[:12]}"
+        self.rows: list[dict] | None = None
+        self.error: BaseException | None = None
+        self.submitted = time.time()
+
+        def body():
+            try:
+                spark.sparkContext.setJobGroup(self.group, description, interruptOnCancel=True)
+                self.rows = run_task(spark, description, task, partitions)
+            except BaseException as e:  # handed to the driver's thread
+                self.error = e
+
+        self.thread = InheritableThread(target=body, daemon=True)
+        self.thread.start()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; whether the job has ended."""
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
+
+    def rows_of(self, key: str) -> list[dict]:
+        return [r for r in self.rows if r["key"] == key]
+
+    def stop(self) -> None:
+        """Cancel the job if it still runs (a JVM that has gone cannot be asked), and wait for its thread."""
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.spark.sparkContext.cancelJobGroup(self.group)
+        self.thread.join()
+
+
+def recorded_rows(storage, progress: str, key: str, partitions: int) -> list[dict] | None:
+    """A stage of a multi-stage job's result rows once every task of the job has recorded it (else None)."""
+    names = [n for n in storage.listdir(progress) if n.startswith(f"{key}-") and n.endswith(".json")]
+    if len(names) < partitions:
+        return None
+    return [row for n in names for row in json.loads(storage.read_bytes(f"{progress}/{n}"))]
+
+
+def failed_stage(storage, progress: str, keys: list[str]) -> str | None:
+    """The first of these stages that a task of the job failed in (and no attempt of it finished)."""
+    names = set(storage.listdir(progress))
+    return next((k for k in keys for n in names
+                 if n.startswith(f"{k}-") and n.endswith(".failed") and n[:-len("failed")] + "json" not in names), None)
+
+
+def unit_end(timing: dict) -> float:
+    return timing["start"] + timing["read"] + timing["compute"] + timing["write"]
+
+
+def phases(rows: list[dict], submitted: float, collected: float, planning: float | None) -> dict:
+    """Where a stage's time went (seconds): planning on the driver and launching its tasks (from the
+    job's submission to the first unit's start), both counted for the first stage of a job only
+    (planning None: a later stage of a multi-stage job); reading, computing and writing summed over its
+    units; collecting, from the last unit's end to the results on the driver (in a multi-stage job: to
+    the moment the driver finds the stage finished)."""
     timings = list({r["part"]: r["timing"] for r in rows}.values())
-    ends = [t["start"] + t["read"] + t["compute"] + t["write"] for t in timings]
-    return {"plan": submitted - planning, "launch": min(t["start"] for t in timings) - submitted,
+    first = planning is not None
+    return {"plan": submitted - planning if first else 0.0,
+            "launch": min(t["start"] for t in timings) - submitted if first else 0.0,
             **{p: sum(t[p] for t in timings) for p in ("read", "compute", "write")},
-            "collect": collected - max(ends)}
+            "collect": collected - max(unit_end(t) for t in timings)}
 
 
 class WholeIteration:
     """An iteration run whole, committed only as its update (a checkpoint), unless kept for inspection."""
 
     name = ""
-    job_per_stage = False
+    times_stages = False
+    multi_stage_jobs = False
 
     def committed_stages(self, network) -> tuple[str, ...]:
         return ("update",)
@@ -158,7 +303,7 @@ class Memory(WholeIteration):
     """The study's naive Spark version: one Spark job per stage, outputs cached in Spark memory."""
 
     name = "memory"
-    job_per_stage = True
+    times_stages = True
 
     def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
         from pyspark import StorageLevel

@@ -37,7 +37,7 @@ class Retention:
         self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
         self._removals: list[Future] = []
 
-    def _remove_later(self, rel: str) -> None:
+    def remove_later(self, rel: str) -> None:
         self._removals.append(self._remover.submit(self.storage.remove, rel))
 
     def settle(self) -> None:
@@ -86,7 +86,7 @@ class Retention:
         self._retired[key] = set(doc["outputs"])
         folders = {posixpath.dirname(f["path"]) for o in outputs for f in entry["outputs"][o]}
         for folder in sorted(folders):
-            self._remove_later(folder)
+            self.remove_later(folder)
 
     def apply(self, done: int, sched: graph.Schedule) -> None:
         """Retention once `done` iterations are committed: the stage outputs of iteration
@@ -122,7 +122,7 @@ class Retention:
         for stage in self.policy.stages:
             if stage != "update":
                 self.retire(graph.iteration_key(t, stage), ("out", "grads"))
-        self._remove_later(layout.iteration_dir(t))
+        self.remove_later(layout.iteration_dir(t))
         if (t + 1) % sched.iterations_per_epoch == 0:
             self.retire(graph.batches_key(sched.epoch_of(t)), ("out",))
 

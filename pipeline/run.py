@@ -18,7 +18,7 @@ import pyarrow as pa
 from pipeline import config as config_mod
 from pipeline import faults, graph, ingest, layout, metrics, modes, planner, runners, signals
 from pipeline.config import Config, ConfigError
-from pipeline.errors import RunError
+from pipeline.errors import JobFailed, RunError
 from pipeline.executor import Params
 from pipeline.manifest import Manifest
 from pipeline.retention import Policy, Retention
@@ -44,6 +44,10 @@ class StageFailed(RunError):
     def __init__(self, key: str, reason: str):
         super().__init__(f"stage {key} failed: {reason}")
         self.key = key
+
+
+class _CallerError(Exception):
+    """An error of a caller's callback while a job runs: its cause is raised as it is, not as the stage's."""
 
 
 class Diverged(RunError):
@@ -106,6 +110,7 @@ class Run:
         self.cache = dataclasses.asdict(cfg.cache)
         self.running: str | None = None
         self._network: Network | None = None
+        self._stats: tuple[str, np.ndarray, np.ndarray] | None = None
         r = cfg.run
         self.retention = Retention(self.storage, self.manifest, Policy(r.keep_iterations, r.checkpoint_every,
                                                                         self.network.iteration_stages, self.inspected))
@@ -216,16 +221,26 @@ class Run:
         if diverged := self.divergence():
             raise self._diverged(diverged)
         outcomes = []
+
+        def committed(outcome: StageOutcome, following: str | None) -> None:
+            outcomes.append(outcome)
+            if on_stage:
+                on_stage(self, outcome)
+            if following and before_stage:
+                before_stage(self, following)
+
         try:
-            while (key := self.next_stage()) is not None:
+            for key in self._pending_stages():
                 if iterations and key not in graph.SETUP_STAGES and \
                         self.schedule().first_iteration_needing(key) > iterations:
                     break
                 if before_stage:
                     before_stage(self, key)
-                outcomes.append(self.run_stage(spark, key))
-                if on_stage:
-                    on_stage(self, outcomes[-1])
+                keys = self.job_stages(key)
+                if len(keys) > 1:
+                    self.run_many(spark, keys, committed)
+                else:
+                    committed(self.run_stage(spark, key), None)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.retention.settle()
@@ -233,20 +248,84 @@ class Run:
         self.retention.settle()
         return outcomes
 
+    def _pending_stages(self):
+        """The planned stages not yet committed, in order, as they come due: the plan and the committed keys
+        are read once (and again after each setup stage while there is no schedule, which ingest makes)."""
+        while True:
+            scheduled = self.manifest.committed("ingest")
+            done = set(self.manifest.keys())
+            pending = [k for k in self.plan() if k not in done]
+            for key in pending:
+                if not self.manifest.committed(key):  # a job over several stages commits those after it
+                    yield key
+                    if not scheduled:
+                        break
+            else:
+                return
+
+    def job_stages(self, key: str) -> list[str]:
+        """The stages that run with `key` in one Spark job: in a mode with multi-stage jobs (staged, unless
+        run.job_per_stage), the uncommitted shard stages of its iteration from it on; else `key` alone."""
+        stage, _, t = graph.parse_key(key)
+        shard_stages = self.network.iteration_stages[:-1]
+        if self.cfg.run.job_per_stage or not self.mode.multi_stage_jobs or t is None or stage not in shard_stages:
+            return [key]
+        keys = []
+        for s in shard_stages[shard_stages.index(stage):]:
+            k = graph.iteration_key(t, s)
+            if self.manifest.committed(k):
+                break
+            keys.append(k)
+        return keys
+
     def run_stage(self, spark, key: str) -> StageOutcome:
         if self.manifest.committed(key):
             raise RunError(f"stage {key} is already committed")
         stage, epoch, iteration = graph.parse_key(key)
         start = time.perf_counter()
         self.running = key
-        try:
+        with self._failures():
             entry = self._compute(spark, key, stage, epoch, iteration)
-        except (RunError, ingest.DataError):
+        entry.setdefault("seconds", time.perf_counter() - start)
+        return self._commit(entry)
+
+    def run_many(self, spark, keys: list[str], committed) -> None:
+        """Consecutive shard stages of one iteration as one Spark job (see job_stages), each committed as it
+        finishes; committed(outcome, next key or None) is called after each commit."""
+        self.running = keys[0]
+        outcomes = []
+
+        def commit(entry: dict) -> None:
+            outcomes.append(self._commit(entry))
+            self.running = keys[len(outcomes)] if len(outcomes) < len(keys) else None
+            try:
+                committed(outcomes[-1], self.running)
+            except Exception as e:
+                raise _CallerError() from e
+
+        try:
+            with self._failures():
+                self.mode.run_many(self, spark, keys, commit)
+        except _CallerError as e:
+            raise e.__cause__ from None
+
+    @contextlib.contextmanager
+    def _failures(self):
+        """An error while computing a stage as one line naming the stage (none of it is committed)."""
+        try:
+            yield
+        except (RunError, ingest.DataError, _CallerError):
             raise
         except Exception as e:
-            raise (signals.received() or StageFailed(key, jvm_ended(e) or failure_reason(e))) from e
+            key, cause = (e.key, e.__cause__) if isinstance(e, JobFailed) else (self.running, e)
+            self.running = key
+            raise (signals.received() or StageFailed(key, jvm_ended(cause) or failure_reason(cause))) from cause
+
+    def _commit(self, entry: dict) -> StageOutcome:
+        """Commit a computed stage: its checks, totals and metrics, then its manifest entry."""
+        key = entry["key"]
+        stage, epoch, iteration = graph.parse_key(key)
         self.check_finite(key, iteration, entry["values"])
-        entry["seconds"] = time.perf_counter() - start
         files = [f for fs in entry["outputs"].values() for f in fs]
         entry["rows"] = sum(f["rows"] for f in files if f["output"] in ("out", "images"))
         entry["bytes"] = sum(f["bytes"] for f in files)
@@ -385,10 +464,17 @@ class Run:
                 if {"params"} - self.retention.retired_outputs(graph.params_key(v, start))]
 
     def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None, stage: str = "") -> StageContext:
+        mean, std = self.channel_stats()
+        return StageContext(self.network, params, mean, std, normalizer, hyper or {}, self.cache, stage,
+                            self.cfg.train.seed)
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training split's per-channel mean and std, as ingest committed them (read once)."""
         (f,) = self.manifest.files("ingest", "stats")
-        stats = self.storage.read_parquet(f["path"])
-        return StageContext(self.network, params, stats.column("mean").to_numpy(), stats.column("std").to_numpy(),
-                            normalizer, hyper or {}, self.cache, stage, self.cfg.train.seed)
+        if self._stats is None or self._stats[0] != f["path"]:
+            stats = self.storage.read_parquet(f["path"])
+            self._stats = f["path"], stats.column("mean").to_numpy(), stats.column("std").to_numpy()
+        return self._stats[1], self._stats[2]
 
     def stage_def(self, stage: str, t: int) -> StageDef:
         """A stage of iteration t, reading its inputs as the policies they were written with hold them."""

@@ -62,8 +62,10 @@ class Storage:
     def listdir(self, rel: str) -> list[str]:
         """Names directly under a folder; empty when it does not exist."""
         try:
+            if self.local:
+                return sorted(os.listdir(self.path(rel)))
             entries = self.fs.ls(self.path(rel), detail=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 

@@ -20,7 +20,7 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     assert epoch["images"] == 300 and epoch["iterations"] == 1 and epoch["driver_peak_mb"] > 0
     result = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in result["rows"]]
-    assert names == ["numpy (1 process)", "staged", "memory", "fused"]
+    assert names == ["numpy (1 process)", "staged", "staged, job per stage", "memory", "fused"]
     rows = {r["name"]: r for r in result["rows"]}
     assert all(r["total"] > 0 and r["images"] == 200 for r in result["rows"])
     assert rows["staged"]["bytes_written"] > 50 * rows["memory"]["bytes_written"] > 0
@@ -31,11 +31,16 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     assert staged["fixed_cost"] == staged["stages"]["loss"] and rows["memory"]["fixed_cost"] > 0
     assert rows["fused"]["fixed_cost"] is None and rows["fused"]["io_ms_per_mb"] is None
     assert staged["io_ms_per_mb"] > 0 and rows["memory"]["io_ms_per_mb"] is None
-    assert set(staged["phases"]) == set(staged["stages"])
-    for stage, ph in staged["phases"].items():
-        assert ph["seconds"] == pytest.approx(staged["stages"][stage])
-        assert ph["launch"] > 0 and min(ph[k] for k in ("plan", "read", "compute", "write", "collect")) >= 0
-        assert ph["plan"] + ph["launch"] + ph["collect"] < ph["seconds"] and ph["mb_read"] > 0
+    jobs = rows["staged, job per stage"]
+    assert jobs["fixed_cost"] == jobs["stages"]["loss"] and jobs["bytes_written"] == staged["bytes_written"]
+    for row in (staged, jobs):
+        assert set(row["phases"]) == set(row["stages"])
+        for stage, ph in row["phases"].items():
+            assert ph["seconds"] == pytest.approx(row["stages"][stage])
+            assert min(ph[k] for k in ("plan", "launch", "read", "compute", "write", "collect")) >= 0
+            assert (ph["launch"] > 0) == (row is jobs or stage in ("conv1_fwd", "update")) and ph["mb_read"] > 0
+            if row is jobs:
+                assert ph["plan"] + ph["launch"] + ph["collect"] < ph["seconds"]
     assert "where a stage's time goes (staged" in printed and "fixed cost of a stage" in printed
     by_size = result["ratios"]["scaling"]["staged"]
     assert by_size["200"]["per_image_vs_bench_size"] == 1.0 and by_size["100"]["x_pytorch"] is None

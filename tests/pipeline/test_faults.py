@@ -112,12 +112,15 @@ def test_task_retry_gives_identical_results_without_duplicates(tmp_path, uninter
     files = run.manifest.files(key, "out")
     assert sorted(f["part"] for f in files) == ["0000", "0001"]
     assert sum(f["rows"] for f in files) == 100
-    written = [p for p in run.retention.orphans() if p.startswith("iterations/i000001/pool1_fwd/")]
+    orphans = run.retention.orphans()
+    written = [p for p in orphans if p.startswith("iterations/i000001/pool1_fwd/")]
     assert written, "the failed first attempts' files should be left as orphans, not committed"
+    assert not [p for p in orphans if p.startswith(("iterations/i000001/conv1_fwd/", "iterations/i000001/relu1_fwd/"))], \
+        "a retried task takes the stages it had finished from its record, it does not compute them again"
     assert_bitwise_equal(final_params(root), uninterrupted)
 
 
-def test_disk_full_commits_nothing_and_resume_succeeds(tmp_path, uninterrupted):
+def test_disk_full_commits_nothing_of_the_failed_stage_and_resume_succeeds(tmp_path, uninterrupted):
     root = tmp_path / "full"
     key = graph.iteration_key(1, "fc1_bwd")
     rc, out, err = finish(start(train_args(root), tmp_path, f"write:{key}=enospc")[0])
@@ -125,7 +128,26 @@ def test_disk_full_commits_nothing_and_resume_succeeds(tmp_path, uninterrupted):
     assert f"stage {key} failed" in err and "No space left on device" in err
     assert f"to continue: sparkcnn resume --run-root {Run.open(str(root)).storage.url}" in err
     run = Run.open(str(root))
-    assert not run.manifest.committed(key) and run.manifest.committed(graph.iteration_key(1, "loss"))
+    committed = [s for s in STAGES if run.manifest.committed(graph.iteration_key(1, s))]
+    assert committed == list(STAGES[:len(committed)]) and "fc1_bwd" not in committed
+    run_ok(["resume", "--run-root", str(root)], tmp_path)
+    assert_bitwise_equal(final_params(root), uninterrupted)
+
+
+def test_a_chained_job_commits_each_stage_as_it_finishes(tmp_path, uninterrupted):
+    """The shard stages of an iteration run as one Spark job; a stage is committed as soon as every task
+    has finished it, while the job goes on: a driver killed with a task paused in fc1_bwd has committed
+    every stage before it, and resume goes on from there."""
+    root = tmp_path / "chained"
+    key = graph.iteration_key(1, "fc1_bwd")
+    before = [graph.iteration_key(1, s) for s in STAGES[:STAGES.index("fc1_bwd")]]
+    proc, marker = start(train_args(root), tmp_path, f"in-task:{key}=pause")
+    wait_until(proc, lambda: marker.exists() and (root / "manifest" / f"{before[-1]}.json").exists(),
+               "the stages before fc1_bwd to commit")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = Run.open(str(root))
+    assert all(run.manifest.committed(k) for k in before) and run.next_stage() == key
     run_ok(["resume", "--run-root", str(root)], tmp_path)
     assert_bitwise_equal(final_params(root), uninterrupted)
 
@@ -186,7 +208,8 @@ def test_a_signal_mid_stage_ends_like_a_failure(tmp_path, uninterrupted, signum,
     root = tmp_path / "signalled"
     key = graph.iteration_key(1, "relu1_fwd")
     proc, marker = start(train_args(root), tmp_path, f"in-task:{key}=pause")
-    wait_until(proc, marker.exists, "its failpoint")
+    wait_until(proc, lambda: marker.exists() and (root / "manifest" / f"{graph.iteration_key(1, STAGES[0])}.json").exists(),
+               "its failpoint, with the stage before it committed")
     if whole_group:
         os.killpg(proc.pid, signum)
     else:

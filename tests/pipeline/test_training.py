@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from threadpoolctl import threadpool_limits
 
-from pipeline import config, graph, reference
+from pipeline import config, graph, layout, reference
 from pipeline.cli import main
 from pipeline.run import Run
 from schemas.tables import spec
@@ -203,10 +203,11 @@ def mode_runs(spark, tmp_path_factory):
     return {
         "memory": train(spark, base / "memory", "run.mode='memory'"),
         "fused": train(spark, base / "fused", "run.mode='fused'", "run.inspect_every=2"),
+        "job per stage": train(spark, base / "jobs", "run.job_per_stage=true"),
     }
 
 
-@pytest.mark.parametrize("mode", ["memory", "fused"])
+@pytest.mark.parametrize("mode", ["memory", "fused", "job per stage"])
 def test_modes_give_bitwise_identical_parameters(runs, mode_runs, mode):
     assert_bitwise_equal(params_after(mode_runs[mode]), params_after(runs["a"]))
 
@@ -230,6 +231,27 @@ def test_fused_mode_inspects_every_nth_iteration(runs, mode_runs):
             want = [pq.read_table(staged.storage.path(f["path"])) for f in staged.manifest.files(key, output)]
             assert got == want, key
     assert not fused.manifest.committed(graph.iteration_key(1, "conv1_fwd"))
+
+
+def test_chained_stages_commit_what_a_job_per_stage_commits(runs, mode_runs):
+    """Staged mode runs an iteration's shard stages as one Spark job (the default) or one job per stage:
+    the same tables, each stage its own manifest entry; the job's planning and launch count for its
+    first stage only."""
+    chained, jobs = runs["a"], mode_runs["job per stage"]
+    for stage in chained.network.iteration_stages:
+        key = graph.iteration_key(1, stage)
+        mine, theirs = chained.manifest.get(key), jobs.manifest.get(key)
+        assert mine["inputs"] == theirs["inputs"] and mine["identity"] == theirs["identity"], key
+        assert mine["read_bytes"] == theirs["read_bytes"] and mine["values"] == theirs["values"], key
+        for output, files in theirs["outputs"].items():
+            if output == "metrics":
+                continue
+            got = [pq.read_table(chained.storage.path(f["path"])) for f in mine["outputs"][output]]
+            assert got == [pq.read_table(jobs.storage.path(f["path"])) for f in files], (key, output)
+        launched = mine["phases"]["launch"] > 0
+        assert launched == (stage in ("conv1_fwd", "update")), key
+        assert theirs["phases"]["launch"] > 0 and mine["seconds"] > 0
+    assert not [n for n in chained.storage.listdir(layout.iteration_dir(1)) if n.startswith("_progress")]
 
 
 def test_switching_modes_between_iterations(spark, tmp_path, runs):
@@ -283,3 +305,20 @@ def test_default_config_gives_the_recorded_parameters(spark, tmp_path):
         digest.update(repr(params[name].shape).encode())
         digest.update(params[name].tobytes())
     assert digest.hexdigest() == DEFAULT_DIGEST
+
+
+def test_tasks_carry_the_parameters_by_reference(runs):
+    """A task's closure names the committed params file; each worker reads it once (read-only arrays)."""
+    import pickle
+
+    from pipeline.executor import FusedTask, Params, Unit
+
+    run = runs["a"]
+    ref = run.params_ref(ITERATIONS)
+    params = ref.load()
+    assert_bitwise_equal(params, params_after(run))
+    assert ref.load() is params and not any(a.flags.writeable for a in params.values())
+    task = FusedTask(run.storage, run.context({}, 100), [Unit("0000", {})], "key", ref)
+    assert len(pickle.dumps(task)) < sum(a.nbytes for a in params.values()) / 4
+    restored = pickle.loads(pickle.dumps(task)).params
+    assert isinstance(restored, Params) and restored.path == ref.path
