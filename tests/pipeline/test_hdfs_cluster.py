@@ -144,7 +144,7 @@ def test_bench_adds_staged_on_hdfs(services, tmp_path):
                 "--epoch-images", "", "--out", str(out), "--run-root", f"{HDFS}/bench"))
     result = json.loads((out / "bench.json").read_text())
     rows = {r["name"]: r for r in result["rows"]}
-    assert list(rows) == ["numpy (1 process)", "staged", "staged on hdfs", "memory", "fused"]
+    assert list(rows) == ["numpy (1 process)", "staged", "staged on hdfs", "staged, job per stage", "memory", "fused"]
     assert rows["staged on hdfs"]["bytes_written"] == rows["staged"]["bytes_written"] > 0
     assert result["ratios"]["hdfs_to_staged"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["staged"]["total"])
     assert result["ratios"]["hdfs_to_memory"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["memory"]["total"])
