@@ -110,13 +110,9 @@ class Staged:
                         raise RunError(f"stage {key} reads every part of {src}, which runs in the same job")
                     inputs[name] = [in_job_input(src, inp.output)]
                     continue
-                files = run.manifest.files(src, inp.output)
-                if not inp.many:
-                    want = graph.batch_part(t, int(part)) if inp.source == "batches" else (
-                        graph.ALL_PARTS if inp.source == "params" else part)
-                    files = [f for f in files if f["part"] == want]
-                    if len(files) != 1:
-                        raise RunError(f"stage {src} has {len(files)} files for part {want}")
+                files = input_files(run.manifest.files(src, inp.output), inp, t, part)
+                if not inp.many and len(files) != 1:
+                    raise RunError(f"stage {src} has {len(files)} files for part {source_part(inp, t, part)}")
                 inputs[name] = [f["path"] for f in files]
             units.append(Unit(part, inputs))
         return sdef, deps, units
@@ -139,14 +135,21 @@ class Staged:
         check_parts(key, rows, {o: parts for o in {r["output"] for r in rows}})
         entry = run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
         sched, (_, _, t) = run.schedule(), graph.parse_key(key)
-        read = 0
-        for inp in sdef.inputs.values():
-            files = run.manifest.files(planner.source_key(sched, t, inp.source), inp.output)
-            wanted = None if inp.many or inp.source == "params" else (
-                {graph.batch_part(t, int(p)) for p in parts} if inp.source == "batches" else set(parts))
-            read += sum(f["bytes"] for f in files if wanted is None or f["part"] in wanted)
-        entry["read_bytes"] = read
+        entry["read_bytes"] = sum(f["bytes"] for inp in sdef.inputs.values() for part in parts
+                                  for f in input_files(run.manifest.files(planner.source_key(sched, t, inp.source),
+                                                                          inp.output), inp, t, part))
         return entry
+
+
+def source_part(inp, t: int, part: str) -> str:
+    """The part of an input's source that a unit of iteration t reads (unless it reads them all)."""
+    return graph.batch_part(t, int(part)) if inp.source == "batches" else (
+        graph.ALL_PARTS if inp.source == "params" else part)
+
+
+def input_files(files: list[dict], inp, t: int, part: str) -> list[dict]:
+    """The committed files of an input that the unit `part` of iteration t reads."""
+    return files if inp.many else [f for f in files if f["part"] == source_part(inp, t, part)]
 
 
 POLL_LOCAL_S = 0.01
