@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import threading
 import time
@@ -326,6 +327,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
 
     out.mkdir(parents=True, exist_ok=True)
     work = out / "runs"
+    shutil.rmtree(work, ignore_errors=True)  # a finished run left from an earlier bench would not train again
     available = ingest_count(cfg)
     skipped = [n for n in [*scaling, *epoch_sizes] if n > available]
     scaling = [n for n in scaling if n <= available]

@@ -14,6 +14,7 @@ import contextlib
 import json
 import time
 import uuid
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -313,6 +314,7 @@ class Memory(WholeIteration):
 
         sc = spark.sparkContext
         storage = run.storage
+        ctx = replace(ctx, summaries=False)
         paths = [u.inputs["batches"][0] for u in units]
         base = sc.parallelize(paths, max(1, min(run.cfg.spark.partitions, len(paths))))
         level = StorageLevel.MEMORY_AND_DISK
@@ -356,8 +358,8 @@ class Fused(WholeIteration):
     def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
         start = time.perf_counter()
         inspect_dir = layout.iteration_dir(t) if run.inspected(t) else None
-        rows = run_task(spark, key, FusedTask(run.storage, ctx, units, key, params, inspect_dir),
-                        run.cfg.spark.partitions)
+        task = FusedTask(run.storage, replace(ctx, summaries=inspect_dir is not None), units, key, params, inspect_dir)
+        rows = run_task(spark, key, task, run.cfg.spark.partitions)
         grads = {s: [chain.from_ipc(r["data"]) for r in sorted(rows, key=lambda r: r["part"])
                      if r["output"] == f"{s}:grads" and r["data"] is not None] for s in ctx.network.gradient_stages}
         values, seconds = {}, {}

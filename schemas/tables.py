@@ -96,9 +96,9 @@ def summarized(tensor) -> bool:
     return tensor.dtype.startswith("float") or tensor.name == "pixels"
 
 
-def _fields(tensor) -> tuple[pa.Field, ...]:
+def _fields(tensor, summaries: bool = True) -> tuple[pa.Field, ...]:
     own = tensor.fields() if isinstance(tensor, SparseTensorSpec) else (tensor.field(),)
-    return (*own, *(summary_fields(tensor.name) if summarized(tensor) else ()))
+    return (*own, *(summary_fields(tensor.name) if summaries and summarized(tensor) else ()))
 
 
 def _with_table(fields, table: str, extra: dict | None = None) -> pa.Schema:
@@ -112,9 +112,10 @@ def images_schema(net) -> pa.Schema:
     return _with_table([*IMAGES_FIELDS, *(f for s in net.tensor_specs()["images"] for f in _fields(s))], "images")
 
 
-def table_schema(net, table: str, cache: dict | None = None) -> pa.Schema:
-    """Schema of a per-image stage table: keys, scalar columns, tensor columns."""
-    tensors = [f for s in net.tensor_specs(cache)[table] for f in _fields(s)]
+def table_schema(net, table: str, cache: dict | None = None, summaries: bool = True) -> pa.Schema:
+    """Schema of a per-image stage table: keys, scalar columns, tensor columns (with their summary
+    columns unless `summaries` is off)."""
+    tensors = [f for s in net.tensor_specs(cache)[table] for f in _fields(s, summaries)]
     return _with_table([*KEY_FIELDS, *SCALAR_FIELDS.get(table, ()), *tensors], table)
 
 

@@ -157,19 +157,41 @@ def summary_fields(name: str) -> list[pa.Field]:
     return [pa.field(f"{name}_{stat}", pa.float64(), nullable=False) for stat in SUMMARY_STATS]
 
 
+SUMMARY_CHUNK_BYTES = 1 << 19
+
+
 def summarize(array: np.ndarray) -> dict[str, np.ndarray]:
-    """Summary statistics of each row (first axis) of a tensor; `zeros` is the fraction of zeros."""
-    flat = array.reshape(array.shape[0], -1)
-    if flat.shape[1] == 0:
-        return {stat: np.zeros(flat.shape[0]) for stat in SUMMARY_STATS}
-    mean = flat.mean(axis=1, dtype=np.float64)
-    squares = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) if flat.dtype.kind == "f" else \
-        (flat.astype(np.float64) ** 2).sum(axis=1)
+    """Summary statistics of each row (first axis) of a tensor; `zeros` is the fraction of zeros.
+
+    Rows are taken a few at a time, so that every statistic reads them from the cache; each row's
+    figures are computed from that row alone, the same whatever rows come with it."""
+    rows, size = array.shape[0], int(np.prod(array.shape[1:]))
+    flat = array.reshape(rows, size)
+    if size == 0 or rows == 0:
+        return {stat: np.zeros(rows) for stat in SUMMARY_STATS}
+    step = max(1, SUMMARY_CHUNK_BYTES // (size * flat.itemsize))
+    parts = [_row_sums(flat[start: start + step]) for start in range(0, rows, step)]
+    mean, squares, low, high, zeros = (np.concatenate(p) for p in zip(*parts))
     return {
         "mean": mean,
-        "std": np.sqrt(np.maximum(squares / flat.shape[1] - mean ** 2, 0.0)),
-        "min": flat.min(axis=1).astype(np.float64),
-        "max": flat.max(axis=1).astype(np.float64),
+        "std": np.sqrt(np.maximum(squares / size - mean ** 2, 0.0)),
+        "min": low.astype(np.float64),
+        "max": high.astype(np.float64),
         "l2": np.sqrt(squares),
-        "zeros": (flat == 0).mean(axis=1),
+        "zeros": zeros / size,
     }
+
+
+def _row_sums(flat: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row: mean, sum of squares (float64), min, max, number of zeros."""
+    mean = flat.mean(axis=1, dtype=np.float64)
+    if flat.dtype == np.float32:
+        squares = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
+    else:  # einsum's sums of float64 rows depend on how many rows it is given
+        squares = (flat.astype(np.float64) ** 2).sum(axis=1)
+    is_zero = flat == 0
+    if is_zero.shape[1] % 8 == 0:
+        zeros = np.bitwise_count(is_zero.view(np.uint64)).sum(axis=1)
+    else:
+        zeros = np.count_nonzero(is_zero, axis=1)
+    return mean, squares, flat.min(axis=1), flat.max(axis=1), zeros

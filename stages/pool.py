@@ -32,11 +32,27 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     """dout (N, Ho, Wo, C) -> dx (N, H, W, C), routed to each window's maximum; no parameters."""
     argmax, size, stride = cache["argmax"], cache["size"], cache["stride"]
     ho, wo = dout.shape[1:3]
+    _, h, w, _ = cache["input_shape"]
+    if stride == size and (h, w) == (ho * size, wo * size):
+        return _tiled_backward(dout, argmax, size, cache["input_shape"]), {}
     dx = np.zeros(cache["input_shape"], dtype=dout.dtype)
     for i in range(size):
         for j in range(size):
             dx[:, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += dout * (argmax == i * size + j)
     return dx, {}
+
+
+def _tiled_backward(dout: np.ndarray, argmax: np.ndarray, size: int, shape: tuple) -> np.ndarray:
+    """backward where the windows tile the input: each element of dx written once, as dout times
+    whether it was its window's maximum, plus 0.0 (a -0.0 becomes 0.0, as in a sum started from zero)."""
+    dx = np.empty(shape, dtype=dout.dtype)
+    chosen = np.empty(argmax.shape, bool)
+    for i in range(size):
+        for j in range(size):
+            np.equal(argmax, i * size + j, out=chosen)
+            np.multiply(dout, chosen, out=dx[:, i::size, j::size, :])
+    dx += 0.0
+    return dx
 
 
 def layer_params(layer, ctx=None) -> dict:

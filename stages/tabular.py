@@ -14,7 +14,9 @@ from schemas.tensors import SparseTensorSpec, decode_column, summarize
 @dataclass
 class StageContext:
     """Everything but the input tables that a stage function needs: the network, which stage of it runs,
-    the parameters, the pixel statistics, the loss normaliser, hyperparameters and the cache policy."""
+    the parameters, the pixel statistics, the loss normaliser, hyperparameters, the cache policy and
+    whether per-image tables carry summary columns (tables that are stored do; tables handed from stage
+    to stage in memory and never stored need not)."""
 
     network: Network
     params: dict[str, np.ndarray] = field(default_factory=dict)
@@ -25,6 +27,7 @@ class StageContext:
     cache: dict = field(default_factory=lambda: dict(DEFAULT_CACHE))
     stage: str = ""
     seed: int = 0
+    summaries: bool = True
 
     def at(self, stage: str) -> "StageContext":
         """The same context for another stage."""
@@ -73,7 +76,7 @@ def per_image_table(ctx: StageContext, keys: pa.Table, name: str | None = None, 
     """Build the per-image table of the running stage (or `name`), laid out by ctx's cache policy, from
     the key columns of an input and the given tensors and scalars."""
     name = name or ctx.stage
-    schema = table_schema(ctx.network, name, ctx.cache)
+    schema = table_schema(ctx.network, name, ctx.cache, ctx.summaries)
     arrays = {k: keys.column(k) for k in KEY_COLUMNS}
     for f in SCALAR_FIELDS.get(name, ()):
         arrays[f.name] = pa.array(columns[f.name], type=f.type)
@@ -82,7 +85,7 @@ def per_image_table(ctx: StageContext, keys: pa.Table, name: str | None = None, 
             arrays[f"{s.name}_mask"], arrays[f"{s.name}_values"] = s.encode(columns[s.name])
         else:
             arrays[s.name] = s.encode(columns[s.name])
-        if summarized(s):
+        if ctx.summaries and summarized(s):
             arrays.update({f"{s.name}_{k}": pa.array(v) for k, v in summarize(columns[s.name]).items()})
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 

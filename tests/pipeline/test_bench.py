@@ -11,9 +11,13 @@ pytestmark = pytest.mark.slow
 
 def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     out = tmp_path / "bench"
+    stale = out / "runs" / "staged-200" / "left-from-an-earlier-bench"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
     assert main(["bench", "--images", "200", "--scaling", "100,200,9999", "--repeat", "1", "--no-torch",
                  "--out", str(out), "--epoch-images", "300,60000"]) == 0
     printed = capsys.readouterr().out
+    assert not stale.exists()
     assert "staged / memory:" in printed and "seconds per stage and iteration" in printed
     assert "sizes [9999, 60000] skipped" in printed
     (epoch,) = json.loads((out / "bench.json").read_text())["epoch_memory"]

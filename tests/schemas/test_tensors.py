@@ -69,3 +69,27 @@ def test_cache_policy_changes_columns():
     assert table_schema(g, "relu1_fwd", {"relu_mask": "bytes"}).field("mask").metadata[b"sparkcnn.shape"] == b"[32, 32, 32]"
     assert "argmax" not in table_schema(g, "pool1_fwd", {"pool_argmax": "recompute"}).names
     assert {"dx_mask", "dx_values"} <= set(table_schema(g, "relu1_bwd", {"sparse_gradients": True}).names)
+
+
+@pytest.mark.parametrize("dtype,shape", [("float32", (32, 32, 32)), ("float32", (7, 5, 3)), ("float64", (300,)),
+                                         ("uint8", (32, 32, 3))])
+def test_summaries_of_a_row_do_not_depend_on_the_rows_beside_it(dtype, shape):
+    """Tensors are summarised a few rows at a time; each row's figures match the plain formulas and are
+    bitwise the same whether the row comes alone or in a shard of any size."""
+    from schemas.tensors import summarize
+
+    rng = np.random.default_rng(1)
+    data = (np.maximum(rng.standard_normal((37, *shape)), -0.2) * 40).astype(dtype)
+    data[3] = 0
+    whole = summarize(data)
+    alone = [summarize(data[i: i + 1]) for i in range(len(data))]
+    for stat, values in whole.items():
+        assert values.dtype == np.float64 and values.shape == (37,)
+        assert np.array_equal(values, np.concatenate([a[stat] for a in alone])), stat
+    flat = data.reshape(37, -1).astype(np.float64)
+    np.testing.assert_allclose(whole["mean"], flat.mean(axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole["l2"], np.sqrt((flat ** 2).sum(axis=1)), rtol=1e-12)
+    np.testing.assert_allclose(whole["std"], flat.std(axis=1), rtol=1e-6, atol=1e-6)
+    assert np.array_equal(whole["zeros"], (flat == 0).mean(axis=1)) and whole["zeros"][3] == 1.0
+    assert np.array_equal(whole["min"], flat.min(axis=1)) and np.array_equal(whole["max"], flat.max(axis=1))
+    assert all(v.shape == (0,) for v in summarize(data[:0]).values())

@@ -90,6 +90,23 @@ def test_pool_gradients(n, h, w, c, size, stride):
     assert_gradient(dx, lambda: objective(pool.forward(x, params)[0], weights), x, h=1e-4)
 
 
+@pytest.mark.parametrize("h,size", [(8, 2), (9, 3), (7, 2)])
+def test_pool_backward_is_bitwise_the_sum_it_stands_for(h, size):
+    """dx is every window's dout routed to its maximum, summed from zeros: the same bits whether the
+    windows tile the input (written once) or not, signed zeros included."""
+    rng = np.random.default_rng(h)
+    x = np.round(rng.standard_normal((3, h, h, 4)), 1).astype(np.float32)  # ties
+    out, cache = pool.forward(x, {"size": size, "stride": size})
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dout[0, 0] = -0.0
+    want = np.zeros(x.shape, np.float32)
+    for k in range(size * size):
+        i, j = divmod(k, size)
+        view = want[:, i: i + size * out.shape[1]: size, j: j + size * out.shape[2]: size]
+        view += dout * (cache["argmax"] == k)
+    assert pool.backward(dout, cache)[0].tobytes() == want.tobytes()
+
+
 def test_pool_rejects_window_beyond_int8():
     with pytest.raises(ValueError, match="int8"):
         pool.forward(np.zeros((1, 12, 12, 1), np.float32), {"size": 12, "stride": 12})
