@@ -91,6 +91,10 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     sql.add_argument("--out", help="write the result to this file (needed for parquet)")
     sql.add_argument("--views-sql", metavar="FILE", help="write CREATE VIEW statements for a plain spark-sql shell")
+    sql.add_argument("--serve", action="store_true",
+                     help="serve the views over JDBC/ODBC (Spark's Thrift server) until Ctrl-C or SIGTERM")
+    sql.add_argument("--port", type=int, default=10000, help="--serve: the port (default 10000)")
+    sql.add_argument("--host", default="127.0.0.1", help="--serve: the address to listen on (default 127.0.0.1)")
     report = sub.add_parser("report", help="an HTML page with PNG charts made from the run's tables")
     report.add_argument("--run-root")
     report.add_argument("--out", required=True, help="folder for report.html and its charts")
@@ -221,11 +225,20 @@ def cmd_sql(args, run: Run) -> int:
         Path(args.views_sql).write_text(sql.views_sql(run, Path.cwd().as_uri()))
         print(f"wrote {args.views_sql}")
         return 0
+    if args.serve:
+        from pipeline import sql_server
+
+        if args.query:
+            raise RunError("--serve takes no query: connect a JDBC client to the server and query there")
+        sql_server.check_port(args.host, args.port)
+        spark = session(run.cfg, conf=sql_server.SINGLE_SESSION)
+        return sql_server.serve(spark, sql.RunViews(spark, run), args.host, args.port,
+                                on_ready=lambda line: print(line, flush=True))
     spark = session(run.cfg)
-    sources = sql.register_views(spark, run)
+    views = sql.RunViews(spark, run)
     if args.query is None:
-        return sql_prompt(spark, run, sources)
-    for note in sql.retention_notes(run, sources, args.query):
+        return sql_prompt(spark, run, views)
+    for note in views.prepare(args.query):
         print(note, file=sys.stderr)
     try:
         result = spark.sql(args.query).toArrow()
@@ -254,7 +267,7 @@ def sql_error(error: Exception) -> str:
     return first[0] if first else type(error).__name__
 
 
-def sql_prompt(spark, run: Run, sources) -> int:
+def sql_prompt(spark, run: Run, views) -> int:
     """An interactive prompt: statements end with ';', history is kept in ~/.sparkcnn_sql_history."""
     from pipeline import sql
 
@@ -266,7 +279,7 @@ def sql_prompt(spark, run: Run, sources) -> int:
             readline.read_history_file(history)
     except (ImportError, OSError):
         readline = None
-    print(f"run {run.storage.url}; views: {', '.join(sorted([*sources, 'manifest', 'retired']))}")
+    print(f"run {run.storage.url}; views: {', '.join(views.names())}")
     print("end statements with ';', leave with \\q; Ctrl-C drops the statement (or stops the query) under way")
     buffer: list[str] = []
     while True:
@@ -285,9 +298,9 @@ def sql_prompt(spark, run: Run, sources) -> int:
         if line.rstrip().endswith(";"):
             query = "\n".join(buffer).rstrip().rstrip(";")
             buffer = []
-            for note in sql.retention_notes(run, sources, query):
-                print(note)
             try:
+                for note in views.prepare(query):
+                    print(note)
                 print(sql.aligned(spark.sql(query).toArrow()))
             except (Exception, signals.Interrupted) as e:
                 if ended := spark_mod.jvm_ended(e):

@@ -20,6 +20,11 @@ def manifest_entry(key: str) -> str:
     return f"{MANIFEST}/{key}.json"
 
 
+def folder_index(folder: str) -> str:
+    """The cache of a folder's JSON documents (pipeline.folder_index); not itself a document."""
+    return f"{folder}/_index"
+
+
 def retired_record(key: str) -> str:
     return f"{RETIRED}/{key}.json"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from pipeline import layout
+from pipeline import folder_index, layout
 from pipeline.errors import RunError
 from pipeline.storage import Storage
 
@@ -41,17 +41,32 @@ class Manifest:
     def get(self, key: str) -> dict | None:
         """A stage's entry, None when it is not committed; DamagedEntry when it cannot be read."""
         if key not in self._entries:
-            rel = self._rel(key)
             try:
-                entry = json.loads(self.storage.read_bytes(rel))
+                data = self.storage.read_bytes(self._rel(key))
             except FileNotFoundError:
                 return None
-            except ValueError as e:
-                raise DamagedEntry(rel, f"{type(e).__name__}: {e}") from None
-            if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("outputs"), dict):
-                raise DamagedEntry(rel, "not the entry of this stage")
-            self._entries[key] = entry
+            self._entries[key] = self._parse(key, data)
         return self._entries[key]
+
+    def _parse(self, key: str, data: bytes) -> dict:
+        rel = self._rel(key)
+        try:
+            entry = json.loads(data)
+        except ValueError as e:
+            raise DamagedEntry(rel, f"{type(e).__name__}: {e}") from None
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("outputs"), dict):
+            raise DamagedEntry(rel, "not the entry of this stage")
+        return entry
+
+    def refresh_index(self) -> None:
+        """Write the manifest's index again if many entries are not in it (pipeline.folder_index)."""
+        folder_index.read_all(self.storage, layout.MANIFEST, self._parse)
+
+    def entries(self) -> dict[str, dict]:
+        """Every committed entry by key, from one listing of the manifest and its index (a run of a
+        thousand iterations has ten thousand entries); DamagedEntry for one that cannot be read."""
+        self._entries = folder_index.read_all(self.storage, layout.MANIFEST, self._parse)
+        return dict(self._entries)
 
     def readable(self, key: str) -> dict | None:
         """A stage's entry, or None when it is missing or damaged."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pipeline import graph, layout
+from pipeline import folder_index, graph, layout
 from pipeline.manifest import Manifest
 from pipeline.storage import Storage
 
@@ -49,15 +49,17 @@ class Retention:
     def retired_outputs(self, key: str) -> set[str]:
         """Outputs of a stage that retention removed (empty when none)."""
         if self._retired is None:
-            self._retired = {}
-            for name in self.storage.listdir(layout.RETIRED):
-                if name.endswith(".json"):
-                    stage = name[: -len(".json")]
-                    try:
-                        self._retired[stage] = set(json.loads(self.storage.read_bytes(f"{layout.RETIRED}/{name}"))["outputs"])
-                    except (ValueError, KeyError, TypeError):
-                        self._retired[stage] = self._rebuild(stage)
+            records = folder_index.read_all(self.storage, layout.RETIRED, _parse_record)
+            self._retired = {k: set(r["outputs"]) if r else self._rebuild(k) for k, r in records.items()}
         return self._retired.get(key, set())
+
+    def refresh_index(self) -> None:
+        """Write the records' index again if many records are not in it (pipeline.folder_index)."""
+        folder_index.read_all(self.storage, layout.RETIRED, _parse_record)
+
+    def reload(self) -> None:
+        """Read the retirement records again when next asked (another process may have retired more)."""
+        self._retired = None
 
     def _rebuild(self, key: str) -> set[str]:
         """A damaged record of what retention removed, written again from what is gone: the outputs
@@ -161,3 +163,12 @@ class Retention:
                 continue
             self.storage.remove(path)
         return {"orphans": len(orphans), "bytes": freed}
+
+
+def _parse_record(key: str, data: bytes) -> dict | None:
+    """A retirement record, or None when it is damaged (it is then written again from what is gone)."""
+    try:
+        record = json.loads(data)
+        return {"outputs": sorted(str(o) for o in record["outputs"])}
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -224,6 +224,8 @@ class Run:
 
         def committed(outcome: StageOutcome, following: str | None) -> None:
             outcomes.append(outcome)
+            if graph.parse_key(outcome.key)[0] == "evaluate":
+                self.refresh_indexes()
             if on_stage:
                 on_stage(self, outcome)
             if following and before_stage:
@@ -246,7 +248,14 @@ class Run:
                 self.retention.settle()
             raise
         self.retention.settle()
+        self.refresh_indexes()
         return outcomes
+
+    def refresh_indexes(self) -> None:
+        """Bring the manifest's and the retirement records' indexes up to date (at epoch ends and when
+        training stops), so that a reader of a long run reads a few files, not one per committed stage."""
+        self.manifest.refresh_index()
+        self.retention.refresh_index()
 
     def _pending_stages(self):
         """The planned stages not yet committed, in order, as they come due: the plan and the committed keys

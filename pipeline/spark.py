@@ -40,8 +40,9 @@ def jvm_log_tail(limit: int = 200_000) -> str:
     return data[-limit:].decode(errors="replace")
 
 
-def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None):
-    """Get or create the SparkSession for a config; executors run this interpreter. Spark's own
+def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None, conf: dict | None = None):
+    """Get or create the SparkSession for a config (plus `conf`, settings of the command's own);
+    executors run this interpreter. Spark's own
     console output (the JVM's messages, log4j, stage progress bars, pyspark's error logs) is quiet
     unless verbose: it goes to a file whose end `jvm_log_tail` returns."""
     verbose = Console.verbose if verbose is None else verbose
@@ -63,7 +64,7 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
     }
     if LOG_CONFIG.exists():
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
-    settings.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    settings.update({k: str(v) for k, v in {**cfg.spark.conf, **(conf or {})}.items()})
     Console.driver_memory = settings["spark.driver.memory"]
     if not verbose:
         _launch_quiet_gateway(settings)

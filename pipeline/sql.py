@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline import graph
-from schemas.tables import METRICS_SCHEMA, STATS_SCHEMA, arrays_schema, images_schema, table_schema
+from pipeline import graph, layout
+from schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, STATS_SCHEMA, arrays_schema,
+                            images_schema, table_schema)
 from schemas.tensors import decode_rows
 
 
@@ -35,8 +37,7 @@ class ViewSource:
     def files(self) -> list[str]:
         return [f for files, _ in self.groups for f in files]
 
-    def add(self, run, key: str, output: str, literals: dict | None = None) -> None:
-        entry = run.manifest.get(key)
+    def add(self, run, key: str, entry: dict, output: str, literals: dict | None = None) -> None:
         if output not in entry["outputs"]:
             return
         if output in run.retention.retired_outputs(key):
@@ -44,9 +45,23 @@ class ViewSource:
         else:
             self.groups.append(([f["path"] for f in entry["outputs"][output]], literals or {}))
 
+    def signature(self) -> tuple:
+        """What the view's DataFrame is built from: it is rebuilt when this changes."""
+        return tuple((tuple(files), tuple(sorted(literals.items()))) for files, literals in self.groups)
 
-def view_sources(run) -> dict[str, ViewSource]:
-    net, cache = run.network, run.cache
+
+def stored_schema(net, table: str) -> pa.Schema:
+    """A per-image table's columns under any cache policy (a run may change policies between iterations):
+    the current default layout first, then the columns only other policies write."""
+    layouts = [table_schema(net, table, dict(zip(DEFAULT_CACHE, combo)))
+               for combo in itertools.product(RELU_MASKS, POOL_ARGMAXES, (False, True))]
+    return pa.unify_schemas([table_schema(net, table), *layouts])
+
+
+def view_sources(run, entries: dict[str, dict] | None = None) -> dict[str, ViewSource]:
+    """Every view of a run and the committed files behind it, from the manifest's entries."""
+    entries = run.manifest.entries() if entries is None else entries
+    net = run.network
     per_image, gradients = net.per_image_stages, net.gradient_stages
     views = {
         "images": ViewSource("images", images_schema(net)),
@@ -59,28 +74,27 @@ def view_sources(run) -> dict[str, ViewSource]:
         "metrics": ViewSource("metrics", METRICS_SCHEMA),
     }
     for stage in per_image:
-        views[stage] = ViewSource(stage, table_schema(net, stage, cache), literals={"stage": stage})
+        views[stage] = ViewSource(stage, stored_schema(net, stage), literals={"stage": stage})
     for stage in gradients:
         views[f"{stage}_grads"] = ViewSource(f"{stage}_grads", arrays_schema(f"{stage}.grads"), literals={"stage": stage})
-    for key in sorted(run.manifest.keys()):
+    for key in sorted(entries):
+        entry = entries[key]
         stage, epoch, iteration = graph.parse_key(key)
         if stage == "ingest":
-            views["images"].add(run, key, "images")
-            views["stats"].add(run, key, "stats")
-        elif stage == "testset":
-            views["testset"].add(run, key, graph.PER_IMAGE)
-        elif stage == "batches":
-            views["batches"].add(run, key, graph.PER_IMAGE)
+            views["images"].add(run, key, entry, "images")
+            views["stats"].add(run, key, entry, "stats")
+        elif stage in ("testset", "batches"):
+            views[stage].add(run, key, entry, graph.PER_IMAGE)
         elif stage == "evaluate":
-            views["evaluate"].add(run, key, graph.PER_IMAGE, {"eval_epoch": epoch})
+            views["evaluate"].add(run, key, entry, graph.PER_IMAGE, {"eval_epoch": epoch})
         elif stage in per_image:
-            views[stage].add(run, key, graph.PER_IMAGE)
+            views[stage].add(run, key, entry, graph.PER_IMAGE)
         if stage in ("init", "update"):
-            views["params"].add(run, key, "params")
-            views["velocity"].add(run, key, "velocity")
+            views["params"].add(run, key, entry, "params")
+            views["velocity"].add(run, key, entry, "velocity")
         if stage in gradients:
-            views[f"{stage}_grads"].add(run, key, "grads")
-        views["metrics"].add(run, key, "metrics")
+            views[f"{stage}_grads"].add(run, key, entry, "grads")
+        views["metrics"].add(run, key, entry, "metrics")
     return views
 
 
@@ -88,58 +102,134 @@ def run_id(run) -> str:
     return run.storage.url.rstrip("/").rsplit("/", 1)[-1]
 
 
+BOOKKEEPING_VIEWS = ("manifest", "retired")
+
+
+class RunViews:
+    """A run's views in one SparkSession. A view is registered when a query first names it, from one
+    read of the manifest (its index) and one DataFrame over the view's committed files with the schema
+    the project declares (no schema inference, no Spark job); it is registered again when the files
+    behind it change, so every query sees what is committed at that moment."""
+
+    def __init__(self, spark, run):
+        self.spark, self.run = spark, run
+        self.sources: dict[str, ViewSource] = {}
+        self.entries: dict[str, dict] = {}
+        self._listing = None
+        self._registered: dict[str, tuple] = {}
+        # explicit file lists are checked on the driver, not by a Spark job per view
+        spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
+        register_functions(spark)
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return sorted([*self.sources, *BOOKKEEPING_VIEWS])
+
+    def refresh(self) -> bool:
+        """Read the manifest again when a stage was committed, removed or retired since; True then."""
+        storage = self.run.storage
+        listing = (storage.list_stats(layout.MANIFEST), storage.list_stats(layout.RETIRED))
+        if listing == self._listing:
+            return False
+        self.run.retention.reload()
+        self.entries = self.run.manifest.entries()
+        self.sources = view_sources(self.run, self.entries)
+        self._listing = listing
+        return True
+
+    def prepare(self, query: str) -> list[str]:
+        """Register the views a query names (as they are now); the notes it should print."""
+        self.refresh()
+        named = referenced(query, [*self.sources, *BOOKKEEPING_VIEWS])
+        self.register(named)
+        return retention_notes(self.run, {n: self.sources[n] for n in named if n in self.sources})
+
+    def register(self, names=None) -> None:
+        """Register the named views (default: all) whose committed files changed since they were."""
+        for name in self.names() if names is None else names:
+            signature = self._signature(name)
+            if self._registered.get(name) != signature:
+                self._frame(name).createOrReplaceTempView(name)
+                self._registered[name] = signature
+
+    def _signature(self, name: str) -> tuple:
+        if name in BOOKKEEPING_VIEWS:
+            return self._listing
+        return self.sources[name].signature()
+
+    def _frame(self, name: str):
+        if name == "manifest":
+            return self.spark.createDataFrame(manifest_table(self.run, self.entries))
+        if name == "retired":
+            return self.spark.createDataFrame(retired_table(self.run, self.entries))
+        return self._files_frame(self.sources[name])
+
+    def _files_frame(self, src: ViewSource):
+        from pyspark.sql import functions as F
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        schema = from_arrow_schema(src.schema)
+        by_literals: dict[tuple, list[str]] = {}
+        for files, literals in src.groups:
+            by_literals.setdefault(tuple(sorted(literals.items())), []).extend(files)
+        frames = [self.spark.read.schema(schema).parquet(*[self.run.storage.uri(f) for f in files])
+                  .select(*[F.lit(v).alias(k) for k, v in literals], "*")
+                  for literals, files in by_literals.items()]
+        frame = frames[0] if frames else self.spark.createDataFrame([], schema)
+        for other in frames[1:]:
+            frame = frame.unionByName(other)
+        return frame.select(F.lit(run_id(self.run)).alias("run_id"),
+                            *[F.lit(v).alias(k) for k, v in src.literals.items()], "*")
+
+
+def referenced(query: str, names) -> list[str]:
+    """The view names a query mentions (as words, in any case)."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
+    return [n for n in names if n.lower() in words]
+
+
 def register_views(spark, run) -> dict[str, ViewSource]:
     """Register every view of a run (and the tensor functions) in a SparkSession."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    sources = view_sources(run)
-    for name, src in sources.items():
-        frames = []
-        for files, literals in src.groups:
-            frame = spark.read.option("mergeSchema", "true").parquet(*[run.storage.uri(f) for f in files])
-            frames.append(frame.select(*[F.lit(v).alias(k) for k, v in literals.items()], "*"))
-        if frames:
-            frame = frames[0]
-            for other in frames[1:]:
-                frame = frame.unionByName(other, allowMissingColumns=True)
-        else:
-            frame = spark.createDataFrame([], from_arrow_schema(src.schema))
-        frame = frame.select(F.lit(run_id(run)).alias("run_id"), *[F.lit(v).alias(k) for k, v in src.literals.items()], "*")
-        frame.createOrReplaceTempView(name)
-    manifest_view(spark, run).createOrReplaceTempView("manifest")
-    retired_view(spark, run).createOrReplaceTempView("retired")
-    register_functions(spark)
-    return sources
+    views = RunViews(spark, run)
+    views.register()
+    return views.sources
 
 
-def manifest_view(spark, run):
+MANIFEST_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("key", pa.string()), ("stage", pa.string()), ("epoch", pa.int32()),
+    ("iteration", pa.int32()), ("identity", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()),
+    ("seconds", pa.float64()), ("committed_at", pa.float64()), ("files", pa.int32()), ("retired", pa.string())])
+RETIRED_SCHEMA = pa.schema([("key", pa.string()), ("stage", pa.string()), ("iteration", pa.int32()),
+                            ("outputs", pa.string())])
+
+
+def manifest_table(run, entries: dict[str, dict]) -> pa.Table:
     rows = []
-    for key in sorted(run.manifest.keys()):
-        e = run.manifest.get(key)
+    for key in sorted(entries):
+        e = entries[key]
         rows.append({"run_id": run_id(run), "key": key, "stage": e["stage"], "epoch": e["epoch"],
                      "iteration": e["iteration"], "identity": e["identity"], "rows": e.get("rows"),
                      "bytes": e.get("bytes"), "seconds": e.get("seconds"), "committed_at": e["committed_at"],
                      "files": sum(len(v) for v in e["outputs"].values()),
                      "retired": ",".join(sorted(run.retention.retired_outputs(key)))})
-    schema = "run_id string, key string, stage string, epoch int, iteration int, identity string, rows long, " \
-             "bytes long, seconds double, committed_at double, files int, retired string"
-    return spark.createDataFrame(rows, schema)
+    return pa.Table.from_pylist(rows, MANIFEST_SCHEMA)
 
 
-def retired_view(spark, run):
+def retired_table(run, entries: dict[str, dict]) -> pa.Table:
     rows = [{"key": k, "stage": graph.parse_key(k)[0], "iteration": graph.parse_key(k)[2],
              "outputs": ",".join(sorted(run.retention.retired_outputs(k)))}
-            for k in sorted(run.manifest.keys()) if run.retention.retired_outputs(k)]
-    return spark.createDataFrame(rows, "key string, stage string, iteration int, outputs string")
+            for k in sorted(entries) if run.retention.retired_outputs(k)]
+    return pa.Table.from_pylist(rows, RETIRED_SCHEMA)
 
 
-def retention_notes(run, sources: dict[str, ViewSource], query: str) -> list[str]:
-    """What a query should know about views whose outputs retention removed."""
+def retention_notes(run, sources: dict[str, ViewSource], query: str | None = None) -> list[str]:
+    """What a query should know about the views it names (all given ones when query is None) whose
+    outputs retention removed."""
     notes = []
-    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
-    for name, src in sources.items():
-        if name in words and src.retired:
+    names = sources if query is None else referenced(query, sources)
+    for name in names:
+        src = sources[name]
+        if src.retired:
             kept = "nothing is left" if not src.files else f"{len(src.groups)} committed stage(s) remain"
             notes.append(f"note: view {name}: the outputs of {len(src.retired)} stage(s) were removed by retention "
                          f"(run.keep_iterations={run.cfg.run.keep_iterations}; see the `retired` view); {kept}")

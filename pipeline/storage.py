@@ -69,6 +69,19 @@ class Storage:
             return []
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
+    def list_stats(self, rel: str) -> dict[str, tuple[int, float | None]]:
+        """Files directly under a folder by name: (size, modification time or None), from one listing;
+        empty when the folder does not exist."""
+        try:
+            if self.local:
+                with os.scandir(self.path(rel)) as entries:
+                    return {e.name: (s.st_size, s.st_mtime_ns) for e in entries if e.is_file() for s in [e.stat()]}
+            entries = self.fs.ls(self.path(rel), detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e.get("size") or 0), _timestamp(e.get("mtime")))
+                for e in entries if e.get("type") == "file"}
+
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))
 
@@ -77,6 +90,9 @@ class Storage:
             self.fs.rm(self.path(rel), recursive=True)
 
     def read_bytes(self, rel: str) -> bytes:
+        if self.local:
+            with open(self.path(rel), "rb") as f:
+                return f.read()
         with self.fs.open(self.path(rel), "rb") as f:
             return f.read()
 
@@ -146,3 +162,10 @@ class Storage:
             return pq.ParquetFile(self.path(rel)).read(columns=columns)
         with self.fs.open(self.path(rel), "rb") as f:
             return pq.ParquetFile(f).read(columns=columns)
+
+
+def _timestamp(value) -> float | None:
+    """A listing's modification time as a number (fsspec gives numbers or datetimes)."""
+    if value is None:
+        return None
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)

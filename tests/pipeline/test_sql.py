@@ -186,3 +186,133 @@ def test_interactive_prompt(run, tmp_path):
                           capture_output=True, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     assert "1000" in proc.stdout and "error:" in proc.stdout
+
+
+def cli_json(capsys, root, query):
+    assert main(["sql", "--run-root", root, "--format", "json", query]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_python_api_answers_as_the_cli_does(spark, run, capsys):
+    from pipeline.api import open_run
+
+    opened = open_run(run.storage.url)
+    assert opened.spark is spark  # the active session is reused
+    query = "SELECT iteration, AVG(out_zeros) AS dead, COUNT(*) AS n FROM relu1_fwd GROUP BY iteration ORDER BY iteration"
+    result = opened.sql(query)
+    assert result.to_pylist() == cli_json(capsys, run.storage.url, query)
+    assert list(result.to_pandas()["n"]) == [100, 100, 100]
+    assert b"removed by retention" in result.schema.metadata[b"notes"]
+
+    views = opened.views()
+    assert {"images", "metrics", "manifest", "retired", "relu1_fwd", "conv1_bwd_grads"} <= set(views)
+    assert all(opened.sql(f"SELECT COUNT(*) AS n FROM {v}").column("n")[0].as_py() >= 0 for v in views)
+
+    assert opened.iterations("relu1_fwd") == [1, 2, 3]
+    image = cli_json(capsys, run.storage.url, "SELECT image_id, tensor_array(out, 'float32') AS a FROM relu1_fwd "
+                                              "WHERE iteration = 2 ORDER BY shard, position")
+    shape = run.network.layer("relu1_fwd").out_shape
+    one = opened.tensor("relu1_fwd", "out", iteration=2, image_id=image[5]["image_id"])
+    assert one.shape == shape and one.dtype == np.float32
+    np.testing.assert_array_equal(one.reshape(-1), np.array(image[5]["a"], np.float32))
+    every = opened.tensor("relu1_fwd", "out", iteration=2)
+    assert every.shape == (100, *shape)
+    np.testing.assert_array_equal(every, np.concatenate([decode_column(t, "out") for t in committed(run, "relu1_fwd")[2]]))
+    assert opened.tensor("relu1_fwd", "mask").shape[0] == 100  # the last stored iteration, the bitmask as stored
+
+    grads = cli_json(capsys, run.storage.url, "SELECT shard, shape, tensor_array(value, dtype) AS a FROM conv1_bwd_grads"
+                                              " WHERE iteration = 3 AND name = 'conv1.w' ORDER BY shard")
+    w = opened.tensor("conv1_bwd", "conv1.w", iteration=3)
+    assert w.shape == (len(grads), *grads[0]["shape"])
+    np.testing.assert_array_equal(w.reshape(len(grads), -1), np.array([g["a"] for g in grads], np.float32))
+
+    export = run.storage.path("exported.npz")
+    assert main(["export", "--run-root", run.storage.url, "--out", export]) == 0
+    with np.load(export) as saved:
+        params = opened.params()
+        assert set(params) == set(saved.files) and all(params[n].tobytes() == saved[n].tobytes() for n in params)
+    capsys.readouterr()
+
+
+def test_python_api_names_what_is_wrong(run, tmp_path):
+    from pipeline.api import QueryError, open_run
+    from pipeline.errors import RunError
+
+    opened = open_run(run.storage.url)
+    for query, word in (("SELECT * FROM nowhere", "nowhere"), ("SELECT no_such_column FROM loss", "no_such_column")):
+        with pytest.raises(QueryError) as caught:
+            opened.sql(query)
+        message = str(caught.value)
+        assert word in message and "\n" not in message and "at org.apache" not in message
+    with pytest.raises(RunError, match="not a stage with stored tensors; stages: conv1_fwd"):
+        opened.tensor("conv9_fwd", "out")
+    with pytest.raises(RunError, match=r"iteration 0 of relu1_fwd is not stored; stored: 1-3"):
+        opened.tensor("relu1_fwd", "out", iteration=0)
+    with pytest.raises(RunError, match="has no tensor nothing; it has: out, mask"):
+        opened.tensor("relu1_fwd", "nothing")
+    with pytest.raises(RunError, match="holds no run"):
+        open_run(str(tmp_path / "empty"))
+
+
+def test_views_follow_the_stages_as_they_commit(spark, tmp_path):
+    from pipeline.api import open_run
+
+    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{tmp_path / "growing"}"']))
+    run.save_config()
+    run.train(spark, 1)
+    opened = open_run(run.storage.url, spark)
+    count = "SELECT COUNT(DISTINCT iteration) AS n FROM conv1_fwd"
+    assert opened.sql(count).column("n")[0].as_py() == 1
+    run.train(spark, 2)
+    assert opened.sql(count).column("n")[0].as_py() == 2
+    assert opened.sql("SELECT COUNT(*) AS n FROM manifest").column("n")[0].as_py() == len(run.manifest.keys())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jdbc_server_answers_beeline_as_the_cli_does(run, capsys, tmp_path):
+    import signal
+    from pathlib import Path
+
+    import pyspark
+
+    from tests.conftest import wait_until
+
+    query = "SELECT iteration, COUNT(*) AS n, ROUND(AVG(out_zeros), 6) AS dead FROM relu1_fwd GROUP BY iteration " \
+            "ORDER BY iteration"
+    assert main(["sql", "--run-root", run.storage.url, "--format", "csv", query]) == 0
+    want = capsys.readouterr().out.splitlines()
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sql", "--run-root", run.storage.url,
+                                   "--serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True, cwd=tmp_path)
+    try:
+        wait_until(server, lambda: "serving run" in log.read_text(), "the server", timeout=240)
+        assert f"jdbc:hive2://127.0.0.1:{port}/default" in log.read_text()
+        jars = Path(pyspark.__file__).parent / "jars"
+        beeline = subprocess.run(
+            ["java", "-cp", f"{jars}/*", "org.apache.hive.beeline.BeeLine", "-u", f"jdbc:hive2://127.0.0.1:{port}/default",
+             "--outputformat=csv2", "--silent=true", "--showHeader=true", "-e", query],
+            capture_output=True, text=True, timeout=180)
+        assert beeline.returncode == 0, beeline.stderr[-3000:]
+        prompt = f"0: jdbc:hive2://127.0.0.1:{port}/default> "  # beeline echoes its prompt once
+        got = [line.removeprefix(prompt) for line in beeline.stdout.splitlines() if line.strip()]
+        assert got == want
+
+        # a second server on the same port is refused, the port named
+        assert main(["sql", "--run-root", run.storage.url, "--serve", "--port", str(port)]) == 2
+        assert f"port {port} on 127.0.0.1 is not free" in capsys.readouterr().err
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=120)
+    assert server.returncode == 0 and "stopping the server (SIGTERM)" in log.read_text()
+    assert not (tmp_path / "metastore_db").exists()
