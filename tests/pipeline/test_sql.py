@@ -263,8 +263,13 @@ def test_views_follow_the_stages_as_they_commit(spark, tmp_path):
     opened = open_run(run.storage.url, spark)
     count = "SELECT COUNT(DISTINCT iteration) AS n FROM conv1_fwd"
     assert opened.sql(count).column("n")[0].as_py() == 1
+    served = sql.RunViews(spark, Run.open(run.storage.url))  # as the JDBC server registers them: all, again and again
+    served.register()
     run.train(spark, 2)
     assert opened.sql(count).column("n")[0].as_py() == 2
+    spark.catalog.dropTempView("conv1_fwd")
+    served.register()
+    assert spark.sql(count).first()["n"] == 2
     assert opened.sql("SELECT COUNT(*) AS n FROM manifest").column("n")[0].as_py() == len(run.manifest.keys())
 
 
