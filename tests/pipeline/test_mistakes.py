@@ -344,17 +344,29 @@ def test_damaged_lock_and_retention_records_are_named_or_rebuilt(trained, capsys
     assert json.loads(record.read_text())["outputs"] == ["out"]
 
 
+# Run in the new process before `sparkcnn sql`: a session of its own whose controlling terminal is the pty
+# (so that Ctrl-C there is SIGINT to it), then the command itself in the same process.
+CONTROLLING_TTY = ("import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 class SqlPrompt:
-    """`sparkcnn sql` on a terminal of its own (a pty), so that Ctrl-C reaches it as from a keyboard."""
+    """`sparkcnn sql` on a terminal of its own (a pty), so that Ctrl-C reaches it as from a keyboard.
+    Started by subprocess (fork and exec with no Python in between), not pty.fork: a fork of this
+    many-threaded test process could hang in the child before its exec."""
 
     def __init__(self, run_root: str):
         import pty
 
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", "sql", "--run-root", run_root])
+        self.fd, terminal = pty.openpty()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CONTROLLING_TTY, "-m", "pipeline.cli", "sql", "--run-root", run_root],
+                stdin=terminal, stdout=terminal, stderr=terminal)
+        finally:
+            os.close(terminal)
+        self.pid = self.proc.pid
         self.screen = bytearray()
-        self.status: int | None = None
 
     def read(self, until: bytes, count: int = 1, timeout: float = 120) -> None:
         """Read the terminal until `until` has appeared `count` times in all."""
@@ -370,25 +382,23 @@ class SqlPrompt:
         if self.screen.count(until) < count:
             logs = [log.read_text(errors="replace")[-20000:]
                     for log in Path(tempfile.gettempdir()).glob(f"sparkcnn-{self.pid}-*")]
-            pytest.fail(self.screen.decode(errors="replace") + "\n--- Spark's log ---\n" + "".join(logs))
+            state = "running" if self.proc.poll() is None else f"ended with exit code {self.proc.returncode}"
+            pytest.fail(f"the prompt is {state}; its terminal shows:\n{self.screen.decode(errors='replace')}"
+                        f"\n--- Spark's log ---\n{''.join(logs)}")
 
     def type(self, text: bytes) -> None:
         os.write(self.fd, text)
 
     def exit_code(self, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while (done := os.waitpid(self.pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert done[0] == self.pid, "the prompt did not end"
-        self.status = os.waitstatus_to_exitcode(done[1])
-        return self.status
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the prompt did not end") from None
 
     def close(self) -> None:
-        import signal
-
-        if self.status is None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         os.close(self.fd)
 
 
