@@ -21,7 +21,6 @@ from pipeline import config, graph, ingest, modes
 from pipeline.config import Config
 from pipeline.run import Run, network_for
 from schemas.network import Network
-from schemas.tables import spec
 from stages import network, update
 from stages.tabular import StageContext, normalize
 
@@ -94,10 +93,9 @@ class PeakMemory:
 def load_batch(cfg: Config, images: int):
     """The first `images` training images, normalised, with labels, and the channel stats."""
     net = network_for(cfg)
-    tables, stats, _ = ingest.load(ingest.resolve_data_path(cfg.data.path), net)
-    train = [tables[n] for n in ingest.TRAIN_BATCHES]
-    pixels = np.concatenate([spec(net, "images", "pixels").decode(t.column("pixels")) for t in train])[:images]
-    labels = np.concatenate([t.column("label").to_numpy() for t in train])[:images]
+    loaded = ingest.load(cfg, net)
+    pixels, labels = loaded.split("train", net)
+    pixels, labels, stats = pixels[:images], labels[:images], loaded.stats
     if labels.size < images:
         raise ValueError(f"the data has {labels.size} training images, fewer than the {images} asked for")
     mean, std = stats.column("mean").to_numpy(), stats.column("std").to_numpy()
@@ -105,8 +103,9 @@ def load_batch(cfg: Config, images: int):
 
 
 def ingest_count(cfg: Config) -> int:
-    raw = ingest.read_batches(ingest.resolve_data_path(cfg.data.path))
-    return sum(len(ingest.decode_batch(n, raw[n])[1]) for n in ingest.TRAIN_BATCHES)
+    source, description = ingest.configured_source(cfg)
+    task = ingest.PieceTask(source, description, None, None, False)
+    return sum(ingest.count_piece(task, piece).get("train", 0) for piece in source.pieces(description))
 
 
 def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:

@@ -41,7 +41,8 @@ def _add_config_flags(p: argparse.ArgumentParser, training: bool) -> None:
                    help="override a config key, e.g. --set train.learning_rate=0.01")
     p.add_argument("--run-root", help="run root folder or URL (file://, hdfs://, ...)")
     if training:
-        p.add_argument("--data", help="CIFAR-10 python archive (.tar.gz) or extracted folder")
+        p.add_argument("--data", help="what to train on: a CIFAR-10 or CIFAR-100 python archive or folder, an image "
+                       "folder (DIR/<class>/*.png|jpg) or a Parquet dataset; a path or URL (hdfs://...)")
         p.add_argument("--epochs", type=int)
         p.add_argument("--batch-size", type=int)
         p.add_argument("--seed", type=int)
@@ -75,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time one iteration in PyTorch, numpy and the three Spark modes")
     bench.add_argument("--config")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    bench.add_argument("--data", help="CIFAR-10 archive or folder (default: the embedded sample)")
+    bench.add_argument("--data", help="a data source as train takes it (default: the embedded sample)")
     bench.add_argument("--images", type=int, default=2000, help="images per iteration (default 2000)")
     bench.add_argument("--scaling", default="500,2000,8000", help="batch sizes for the scaling table")
     bench.add_argument("--repeat", type=int, default=2, help="measured iterations after a warm-up (default 2)")
@@ -333,22 +334,21 @@ def cmd_evaluate(args, run: Run) -> int:
 
 
 def cmd_predict(args, run: Run) -> int:
-    from pipeline.ingest import CLASSES
     from pipeline.predict import load_checkpoint, load_image, predict_arrays
 
     _, params = load_checkpoint(run, args.checkpoint, args.iteration)
-    size = run.network.image[:2]
+    names = run.class_names()
     readable, images = [], []
     for path in args.images:
         try:
-            images.append(load_image(path, size))
+            images.append(load_image(path, run.network.image))
             readable.append(path)
         except RunError as e:
             print(f"error: {e}", file=sys.stderr)
     if images:
         for path, probs in zip(readable, predict_arrays(run, params, np.stack(images))):
             best = int(probs.argmax())
-            print(f"{path}: {CLASSES[best]} {probs[best]:.4f}")
+            print(f"{path}: {names[best]} {probs[best]:.4f}")
     failed = len(args.images) - len(readable)
     if failed:
         print(f"error: {failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)

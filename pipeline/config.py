@@ -53,8 +53,20 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    crop_padding: int = 0
+    flip: bool = False
+
+
+@dataclass(frozen=True)
 class DataConfig:
     path: str = ""
+    test_fraction: float = 0.1
+    image_column: str = "image"
+    label_column: str = "label"
+    resize: list = field(default_factory=list)
+    coarse_labels: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -91,9 +103,16 @@ class Config:
         return dataclasses.asdict(self)
 
     def result_settings(self) -> dict:
-        """The settings that can change a run's numbers (and so enter every stage's identity)."""
+        """The settings that can change a run's numbers (and so enter every stage's identity): model.*,
+        train.* and the data.* settings other than the path that differ from their defaults (so that the
+        identities of runs made before those settings existed stay the same)."""
         full = self.to_dict()
-        return {section: full[section] for section in self.RESULT_SECTIONS}
+        settings = {section: full[section] for section in self.RESULT_SECTIONS}
+        defaults = dataclasses.asdict(DataConfig())
+        data = {k: v for k, v in full["data"].items() if k != "path" and v != defaults[k]}
+        if data:
+            settings["data"] = data
+        return settings
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
@@ -117,6 +136,10 @@ class Config:
             ("run.mode", self.run.mode in ("staged", "memory", "fused")),
             ("run.inspect_every", self.run.inspect_every >= 0),
             ("run.inspect_iterations", all(isinstance(i, int) and i >= 0 for i in self.run.inspect_iterations)),
+            ("data.test_fraction", 0 < self.data.test_fraction < 1),
+            ("data.resize", self.data.resize == [] or (len(self.data.resize) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.data.resize))),
+            ("data.augment.crop_padding", self.data.augment.crop_padding >= 0),
         ]
         bad = [key for key, ok in checks if not ok]
         if bad:
@@ -138,8 +161,10 @@ class Config:
         return found
 
     def get(self, dotted: str):
-        section, key = dotted.split(".", 1)
-        return getattr(getattr(self, section), key)
+        value = self
+        for name in dotted.split("."):
+            value = getattr(value, name)
+        return value
 
 
 def _parse_value(text: str):
@@ -156,9 +181,24 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, text = item.split("=", 1)
-        section, key = dotted.strip().split(".", 1)
-        merged.setdefault(section, {})[key.strip()] = _parse_value(text.strip())
+        *tables, key = [name.strip() for name in dotted.split(".")]
+        target = merged
+        for name in tables:
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item!r}: {name} is a value, not a table of settings")
+        target[key] = _parse_value(text.strip())
     return merged
+
+
+def _section(name: str, cls, raw) -> object:
+    """A nested settings table (data.augment) as its dataclass."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key {name} must be a table of settings, got {raw!r}")
+    unknown = sorted(set(raw) - {x.name for x in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(f'{name}.{k}' for k in unknown)}")
+    return cls(**{k: _coerce(f"{name}.{k}", v, getattr(cls(), k)) for k, v in raw.items()})
 
 
 def from_dict(raw: dict) -> Config:
@@ -176,7 +216,9 @@ def from_dict(raw: dict) -> Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(f'{f.name}.{k}' for k in unknown)}")
         for key, value in values.items():
-            values[key] = _coerce(f"{f.name}.{key}", value, getattr(cls(), key))
+            default = getattr(cls(), key)
+            values[key] = (_section(f"{f.name}.{key}", type(default), value) if dataclasses.is_dataclass(default)
+                           else _coerce(f"{f.name}.{key}", value, default))
         if f.name == "model" and "layers" in values:
             try:
                 values["layers"] = [dict(layer) for layer in resolve_layers(values["layers"])]

@@ -1,32 +1,26 @@
-"""CIFAR-10 in its python-pickle layout (a .tar.gz or the extracted folder) to a Parquet image table."""
+"""A data source (pipeline.sources) to the Parquet image table: one part per piece, each piece read,
+decoded and written by one task, with ids that follow the source order (the training split first,
+then the test split); and the training split's per-channel statistics from exact integer sums."""
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import tarfile
 import tempfile
-import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipeline import layout
+from pipeline.sources import CIFAR10_CLASSES, DataError, Description, Piece, Source, fit, open_source
 from schemas.tables import STATS_SCHEMA, images_schema, spec
 from schemas.tensors import summarize
 
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-IMAGE = (32, 32, 3)
-RECORD_BYTES = 32 * 32 * 3
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
+__all__ = ["DataError", "SAMPLE_DATA", "CIFAR10_CLASSES"]
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file and the problem."""
 
 
 def resolve_data_path(path: str) -> str:
@@ -46,102 +40,160 @@ def resolve_data_path(path: str) -> str:
     return str(copy)
 
 
-def read_batches(path: str | Path) -> dict[str, bytes]:
-    """Raw bytes of the six batch files, read from a .tar.gz archive or a folder."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    wanted = (*TRAIN_BATCHES, TEST_BATCH)
-    if path.is_dir():
-        found = {p.name: p for p in path.rglob("*") if p.name in wanted and p.is_file()}
-        raw = {name: found[name].read_bytes() for name in wanted if name in found}
-    else:
-        raw = _read_archive(path, wanted)
-    missing = [name for name in wanted if name not in raw]
-    if missing:
-        raise DataError(f"{path}: missing CIFAR-10 batch files: {', '.join(missing)}")
-    return raw
+def source_settings(cfg) -> dict:
+    """What a source reads of the config: data.* (but the path) and the seed of the split rule."""
+    data = asdict(cfg.data)
+    return {**{k: v for k, v in data.items() if k not in ("path", "augment")}, "seed": cfg.train.seed}
 
 
-def _read_archive(path: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
-    raw = {}
+_described: dict[tuple, tuple[Source, Description]] = {}
+
+
+def configured_source(cfg) -> tuple[Source, Description]:
+    """The config's data source and its description (described once per process and source state)."""
+    path = resolve_data_path(cfg.data.path)
+    settings = source_settings(cfg)
+    key = (path, repr(sorted(settings.items())), _stamp(path))
+    if key not in _described:
+        source = open_source(path, settings)
+        _described[key] = source, source.describe()
+    return _described[key]
+
+
+def _stamp(path: str):
     try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in wanted:
-                    raw[name] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path}: not a readable CIFAR-10 archive ({type(e).__name__}: {e})") from None
-    return raw
+        stat = os.stat(path)
+        return stat.st_size, stat.st_mtime_ns
+    except OSError:
+        return None
 
 
-def decode_batch(where: str, payload: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """A pickled batch -> pixels (N, 32, 32, 3) uint8 in HWC order, labels (N,) int8."""
+@dataclass(frozen=True)
+class PieceTask:
+    """What every ingest task needs: the source, its description and where the image table goes."""
+
+    source: Source
+    description: Description
+    net: object
+    storage: object
+    resize: bool
+
+
+def count_piece(task: PieceTask, piece: Piece) -> dict:
+    """Rows of each split in a piece (first pass: ids need the counts of the pieces before)."""
     try:
-        batch = pickle.loads(payload, encoding="bytes")
-    except Exception as e:
-        raise DataError(f"{where}: not a readable pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DataError(f"{where}: not a CIFAR-10 batch (expected a dict with b'data' and b'labels')")
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"])
-    if data.size == 0 or labels.size == 0:
-        raise DataError(f"{where}: empty data")
-    if data.ndim != 2 or data.shape[1] != RECORD_BYTES or data.dtype != np.uint8:
-        raise DataError(f"{where}: wrong record length: data has shape {data.shape} and dtype {data.dtype}, "
-                        f"expected (N, {RECORD_BYTES}) uint8")
-    if labels.shape != (data.shape[0],):
-        raise DataError(f"{where}: {labels.size} labels for {data.shape[0]} images")
-    bad = labels[(labels < 0) | (labels > 9)]
-    if bad.size:
-        raise DataError(f"{where}: label outside 0-9: {int(bad[0])}")
-    pixels = data.reshape(-1, IMAGE[2], *IMAGE[:2]).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(pixels), labels.astype(np.int8)
+        splits = task.source.splits(piece, task.description)
+    except DataError as e:
+        return {"error": str(e)}
+    return {"train": splits.count("train"), "test": splits.count("test")}
 
 
-def describe(path: str | Path) -> tuple[tuple[int, int, int], int]:
-    """(image height, width, channels) and the number of classes of a data set, without reading it."""
-    return IMAGE, len(CLASSES)
+def piece_table(task: PieceTask, piece: Piece, first_train: int, first_test: int) -> tuple[pa.Table | None, dict]:
+    """A piece as its part of the image table, with per-channel integer sums of its training pixels,
+    a digest of what was read and the first problem found (an unreadable image, a size that differs)."""
+    try:
+        records = task.source.read(piece, task.description)
+    except DataError as e:
+        return None, {"error": str(e)}
+    shape = task.description.image
+    pixels = []
+    for origin, image in zip(records.origins, records.images):
+        if isinstance(image, str):
+            return None, {"error": image}
+        fitted = fit(image, shape, task.resize)
+        if fitted is None:
+            return None, {"error": f"{origin}: image of height {image.shape[0]} and width {image.shape[1]}, but "
+                                   f"the data set's images are {shape[0]}x{shape[1]}; set data.resize = [H, W] to "
+                                   f"resize every image on ingest"}
+        pixels.append(fitted)
+    splits = np.array(records.splits)
+    train = splits == "train"
+    ids = np.empty(len(splits), np.int64)
+    ids[train] = first_train + np.arange(int(train.sum()))
+    ids[~train] = first_test + np.arange(int((~train).sum()))
+    stacked = np.stack(pixels) if pixels else np.zeros((0, *shape), np.uint8)
+    flat = stacked[train].reshape(-1, shape[2])
+    stats = summarize(stacked)
+    table = pa.Table.from_arrays(
+        [pa.array(ids), pa.array(np.asarray(records.labels, np.int8)), pa.array(records.splits),
+         pa.array(records.origins), spec(task.net, "images", "pixels").encode(stacked),
+         *(pa.array(stats[k]) for k in ("mean", "std", "min", "max", "l2", "zeros"))],
+        schema=images_schema(task.net),
+    )
+    values = {"train": int(train.sum()), "test": int((~train).sum()), "digest": records.digest,
+              "pixels": int(flat.shape[0]), "sum": flat.sum(axis=0, dtype=np.uint64).tolist(),
+              "squares": (flat.astype(np.uint32) ** 2).sum(axis=0, dtype=np.uint64).tolist()}
+    return table, values
 
 
-def load(path: str | Path, net) -> tuple[dict[str, pa.Table], pa.Table, str]:
-    """Validate and decode every batch; returns image tables by batch name, the stats table
-    and a content hash. Nothing is written here, so bad input leaves nothing behind."""
-    raw = read_batches(path)
-    digest = hashlib.sha256()
-    tables, train_pixels = {}, []
-    next_id = 0
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        digest.update(raw[name])
-        pixels, labels = decode_batch(f"{path}: {name}", raw[name])
-        n = labels.shape[0]
-        split = "test" if name == TEST_BATCH else "train"
-        if split == "train":
-            train_pixels.append(pixels)
-        stats = summarize(pixels)
-        tables[name] = pa.Table.from_arrays(
-            [pa.array(np.arange(next_id, next_id + n, dtype=np.int64)), pa.array(labels),
-             pa.array([split] * n), pa.array([name] * n), spec(net, "images", "pixels").encode(pixels),
-             *(pa.array(stats[k]) for k in ("mean", "std", "min", "max", "l2", "zeros"))],
-            schema=images_schema(net),
-        )
-        next_id += n
-    return tables, channel_stats(train_pixels), digest.hexdigest()
+def write_piece(task: PieceTask, piece: Piece, first_train: int, first_test: int) -> dict:
+    """Run on an executor: a piece's part of the image table written; its file row and values."""
+    table, values = piece_table(task, piece, first_train, first_test)
+    if table is None:
+        return values
+    path = layout.output_path(layout.IMAGES, "images", piece.part)
+    size = task.storage.write_parquet(table, path)
+    return {**values, "file": {"part": piece.part, "output": "images", "path": path, "rows": table.num_rows,
+                               "bytes": size}}
 
 
-def channel_stats(batches: list[np.ndarray]) -> pa.Table:
-    """Per-channel mean and std of uint8 pixels (N, H, W, C) scaled to [0, 1], from exact integer sums."""
-    channels = batches[0].shape[-1]
-    count, total, squares = 0, np.zeros(channels, np.uint64), np.zeros(channels, np.uint64)
-    for pixels in batches:
-        flat = pixels.reshape(-1, channels)
-        count += flat.shape[0]
-        total += flat.sum(axis=0, dtype=np.uint64)
-        squares += (flat.astype(np.uint32) ** 2).sum(axis=0, dtype=np.uint64)
+def first_ids(counts: list[dict]) -> list[tuple[int, int]]:
+    """(first training id, first test id) of each piece: training images are numbered from 0 in piece
+    order, test images after all training images."""
+    train_total = sum(c["train"] for c in counts)
+    train_at, test_at = np.cumsum([0, *(c["train"] for c in counts)]), np.cumsum([0, *(c["test"] for c in counts)])
+    return [(int(train_at[i]), int(train_total + test_at[i])) for i in range(len(counts))]
+
+
+def first_error(results: list[dict]) -> str | None:
+    """The first problem in piece order, or None."""
+    return next((r["error"] for r in results if "error" in r), None)
+
+
+def stats_table(results: list[dict], channels: int) -> pa.Table:
+    """Per-channel mean and std of the training pixels scaled to [0, 1], from the pieces' exact sums."""
+    count = sum(r["pixels"] for r in results)
+    total = sum((np.array(r["sum"], np.uint64) for r in results), np.zeros(channels, np.uint64))
+    squares = sum((np.array(r["squares"], np.uint64) for r in results), np.zeros(channels, np.uint64))
     mean = total.astype(np.float64) / count
     std = np.sqrt(np.maximum(squares.astype(np.float64) / count - mean ** 2, 0.0))
     return pa.Table.from_arrays(
         [pa.array(np.arange(channels, dtype=np.int32)), pa.array(mean / 255.0), pa.array(std / 255.0)],
         schema=STATS_SCHEMA,
     )
+
+
+def digest(results: list[dict]) -> str:
+    """The data set's content hash: of the pieces' digests, in piece order."""
+    return hashlib.sha256("".join(r["digest"] for r in results).encode()).hexdigest()
+
+
+@dataclass
+class Loaded:
+    """A whole (small) data set read in this process: for the numpy reference, the bench and tests."""
+
+    description: Description
+    tables: list[pa.Table]
+    stats: pa.Table
+    digest: str
+
+    def split(self, name: str, net) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (N, H, W, C) and labels of a split, in id order."""
+        tables = [t.filter(pc.equal(t.column("split"), name)) for t in self.tables]
+        table = pa.concat_tables(tables).sort_by("image_id")
+        return spec(net, "images", "pixels").decode(table.column("pixels")), table.column("label").to_numpy()
+
+
+def load(cfg, net) -> Loaded:
+    """Every piece of the config's source read here, as ingest would write them (nothing is written)."""
+    source, description = configured_source(cfg)
+    task = PieceTask(source, description, net, None, bool(cfg.data.resize))
+    pieces = source.pieces(description)
+    counts = [count_piece(task, p) for p in pieces]
+    if error := first_error(counts):
+        raise DataError(error)
+    results = [piece_table(task, p, *ids) for p, ids in zip(pieces, first_ids(counts))]
+    if error := first_error([values for _, values in results]):
+        raise DataError(error)
+    values = [v for _, v in results]
+    return Loaded(description, [t for t, _ in results], stats_table(values, description.image[2]), digest(values))

@@ -77,17 +77,18 @@ def evaluate(run: Run, params: dict) -> dict:
             "image_id": ids, "label": labels, "predicted": predicted}
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """A PNG or JPEG file as uint8 RGB (H, W, 3), resized to `size` (height, width) when needed."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """A PNG or JPEG file as uint8 (H, W, C) in the network's image shape (resized, and converted to
+    grayscale or RGB, when needed)."""
+    from pipeline.sources import decode_image, fit
 
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (size[1], size[0]):
-                rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise RunError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise RunError(f"{path}: not a readable image ({e})") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot be read ({e})") from None
+    pixels = decode_image(data, str(path))
+    if isinstance(pixels, str):
+        raise RunError(pixels)
+    return fit(pixels, tuple(shape), resize=True)

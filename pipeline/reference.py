@@ -9,18 +9,17 @@ import numpy as np
 from pipeline import graph, ingest
 from pipeline.config import Config
 from pipeline.run import network_for
-from schemas.tables import spec
 from stages import network, update
+from stages.augment import augment
 from stages.tabular import StageContext, normalize
 
 
 def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
     """Parameters after `iterations` iterations of the config's training."""
     net = network_for(cfg)
-    tables, stats, _ = ingest.load(ingest.resolve_data_path(cfg.data.path), net)
-    train_tables = [tables[name] for name in ingest.TRAIN_BATCHES]
-    pixels = np.concatenate([spec(net, "images", "pixels").decode(t.column("pixels")) for t in train_tables])
-    labels = np.concatenate([t.column("label").to_numpy() for t in train_tables])
+    loaded = ingest.load(cfg, net)
+    pixels, labels = loaded.split("train", net)
+    stats = loaded.stats
     if cfg.train.images:
         pixels, labels = pixels[: cfg.train.images], labels[: cfg.train.images]
     mean, std = stats.column("mean").to_numpy(), stats.column("std").to_numpy()
@@ -33,7 +32,9 @@ def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
         order = graph.epoch_permutation(t_cfg.seed, epoch, labels.size)
         ids = order[step * t_cfg.batch_size: (step + 1) * t_cfg.batch_size]
         ctx = StageContext(net, params, mean, std, normalizer=ids.size, seed=t_cfg.seed)
-        _, grads = network.gradients(normalize(pixels[ids], mean, std), labels[ids], ctx, (t, ids))
+        images = augment(pixels[ids], ids, np.full(ids.size, epoch), t_cfg.seed, cfg.data.augment.crop_padding,
+                         cfg.data.augment.flip)
+        _, grads = network.gradients(normalize(images, mean, std), labels[ids], ctx, (t, ids))
         lr = update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations)
         params, velocity = update.sgd_step(params, velocity, grads, lr, t_cfg.momentum, t_cfg.weight_decay)
     return params

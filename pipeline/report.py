@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import graph
-from pipeline.ingest import CLASSES
 from pipeline.run import Run
 from schemas.tensors import decode_column
 
@@ -112,12 +111,12 @@ def confusion(run: Run, path: Path) -> np.ndarray | None:
         return None
     labels = np.concatenate([t.column("label").to_numpy() for t in tables]).astype(int)
     predicted = np.concatenate([t.column("predicted").to_numpy() for t in tables]).astype(int)
-    k = run.network.classes
+    k, names = run.network.classes, run.class_names()
     matrix = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
     fig, ax = _plt().subplots(figsize=(6, 5.5))
     image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(k), CLASSES[:k], rotation=60)
-    ax.set_yticks(range(k), CLASSES[:k])
+    ax.set_xticks(range(k), names, rotation=60)
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion on the test split (epoch {epoch + 1})")
@@ -150,9 +149,11 @@ def misclassified(run: Run, path: Path, count: int = 32) -> list[dict]:
     fig, axes = _plt().subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
     for ax in axes.reshape(-1):
         ax.axis("off")
+    names = run.class_names()
     for ax, r in zip(axes.reshape(-1), wrong):
-        ax.imshow(pixels[r["image_id"]])
-        ax.set_title(f"{CLASSES[r['label']]}\n→ {CLASSES[r['predicted']]}", fontsize=7)
+        image = pixels[r["image_id"]]
+        ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray")
+        ax.set_title(f"{names[r['label']]}\n→ {names[r['predicted']]}", fontsize=7)
     fig.suptitle("misclassified test images (true → predicted), highest loss first")
     fig.tight_layout()
     _save(fig, path)
@@ -192,7 +193,8 @@ def write_report(run: Run, out: Path) -> dict:
     ]
     if matrix is not None:
         sections += ["<h2>Confusion matrix (test split)</h2><img src='confusion.png' alt='confusion matrix'>",
-                     _table(["true \\ predicted", *CLASSES], [[CLASSES[i], *row] for i, row in enumerate(matrix.tolist())]),
+                     _table(["true \\ predicted", *run.class_names()],
+                            [[name, *row] for name, row in zip(run.class_names(), matrix.tolist())]),
                      "<h2>Misclassified test images</h2><img src='misclassified.png' alt='misclassified images'>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")

@@ -76,7 +76,8 @@ def network_for(cfg: Config, ingested: dict | None = None) -> Network:
     if ingested and "image" in ingested:
         image, classes = tuple(ingested["image"]), ingested["classes"]
     else:
-        image, classes = ingest.describe(ingest.resolve_data_path(cfg.data.path))
+        described = ingest.configured_source(cfg)[1]
+        image, classes = described.image, len(described.class_names)
     try:
         return Network(cfg.model.layers, image, classes)
     except NetworkError as e:
@@ -474,8 +475,15 @@ class Run:
 
     def context(self, params: dict, normalizer: int = 1, hyper: dict | None = None, stage: str = "") -> StageContext:
         mean, std = self.channel_stats()
+        augment = self.cfg.data.augment
         return StageContext(self.network, params, mean, std, normalizer, hyper or {}, self.cache, stage,
-                            self.cfg.train.seed)
+                            self.cfg.train.seed, augment=(augment.crop_padding, augment.flip))
+
+    def class_names(self) -> list[str]:
+        """The classes' names in label order, as ingest recorded them (runs ingested before names were
+        recorded were CIFAR-10)."""
+        values = self.manifest.get("ingest")["values"][graph.ALL_PARTS]
+        return values.get("class_names") or list(ingest.CIFAR10_CLASSES[: values.get("classes", 10)])
 
     def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """The training split's per-channel mean and std, as ingest committed them (read once)."""

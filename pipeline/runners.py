@@ -53,14 +53,39 @@ def check_parts(key: str, rows: list[dict], expected: dict[str, set[str]]) -> No
 
 
 def run_ingest(run, spark, key: str, epoch: int | None) -> dict:
-    """The data source as image tables (one per source batch) and the per-channel statistics."""
-    data = ingest.resolve_data_path(run.cfg.data.path)
-    tables, stats, digest = ingest.load(data, run.network)
-    outputs = [write_table(run.storage, table, layout.IMAGES, "images", name) for name, table in tables.items()]
-    outputs.append(write_table(run.storage, stats, layout.DATA, "stats", graph.ALL_PARTS))
-    counts = {"train": sum(t.num_rows for n, t in tables.items() if n != ingest.TEST_BATCH),
-              "test": tables[ingest.TEST_BATCH].num_rows, "digest": digest, "source": data,
-              "image": list(run.network.image), "classes": run.network.classes}
+    """The data source as the image table, one part per piece, read and written by Spark tasks (a first
+    job counts each piece's rows of each split, which number the images), and the per-channel statistics.
+    A problem anywhere (the first in source order is named) removes what was written: nothing is committed."""
+    source, description = ingest.configured_source(run.cfg)
+    pieces = source.pieces(description)
+    task = ingest.PieceTask(source.for_tasks(), description, run.network, run.storage, bool(run.cfg.data.resize))
+    context = spark.sparkContext
+    context.setJobDescription(f"{key}: count")
+    indexed = context.parallelize(list(enumerate(pieces)), max(1, len(pieces)))
+    counts = sorted(indexed.map(lambda item: (item[0], ingest.count_piece(task, item[1]))).collect())
+    counts = [c for _, c in counts]
+    if error := ingest.first_error(counts):
+        raise ingest.DataError(error)
+    starts = ingest.first_ids(counts)
+    context.setJobDescription(key)
+    work = context.parallelize([(i, p, starts[i]) for i, p in enumerate(pieces)], max(1, len(pieces)))
+    results = [r for _, r in sorted(work.map(lambda item: (item[0], ingest.write_piece(task, item[1], *item[2]))).collect())]
+    if error := ingest.first_error(results):
+        run.storage.remove(layout.IMAGES)
+        if not run.storage.listdir(layout.DATA):
+            run.storage.remove(layout.DATA)
+        raise ingest.DataError(error)
+    outputs = [r["file"] for r in results]
+    outputs.append(write_table(run.storage, ingest.stats_table(results, description.image[2]), layout.DATA, "stats",
+                               graph.ALL_PARTS))
+    digest = ingest.digest(results)
+    counts = {"train": sum(r["train"] for r in results), "test": sum(r["test"] for r in results), "digest": digest,
+              "source": source.where, "kind": source.kind, "image": list(description.image),
+              "classes": len(description.class_names), "class_names": list(description.class_names)}
+    if not counts["train"] or not counts["test"]:
+        run.storage.remove(layout.DATA)
+        raise ingest.DataError(f"{source.where}: {counts['train']} training and {counts['test']} test images; "
+                               f"training needs both splits")
     return run.entry(key, [], {"data": digest}, outputs, {graph.ALL_PARTS: counts})
 
 
@@ -105,7 +130,7 @@ def run_shuffle(run, spark, key: str, epoch: int | None) -> dict:
     test = epoch is None
     order = image_order(run, epoch)
     frame = spark.read.parquet(*[run.storage.uri(f["path"]) for f in images])
-    frame = frame.where(F.col("split") == ("test" if test else "train")).drop("split", "source_batch")
+    frame = frame.where(F.col("split") == ("test" if test else "train")).drop("split", "source")
     joined = frame.join(F.broadcast(spark.createDataFrame(order)), "image_id")
     out_dir = layout.TESTSET if test else layout.batches_dir(epoch)
     task = ShuffleTask(run.storage, StageContext(run.network), out_dir, -1 if test else epoch)

@@ -31,7 +31,7 @@ IMAGES_FIELDS = (
     pa.field("image_id", pa.int64(), nullable=False),
     pa.field("label", pa.int8(), nullable=False),
     pa.field("split", pa.string(), nullable=False),
-    pa.field("source_batch", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
 )
 
 STATS_SCHEMA = pa.schema(

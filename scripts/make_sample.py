@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ingest import CLASSES, TEST_BATCH, TRAIN_BATCHES, read_batches
+from pipeline.sources import CIFAR10_BATCHES, CIFAR10_CLASSES as CLASSES, CIFAR10_TEST_BATCH as TEST_BATCH
+from pipeline.sources import CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--train-per-batch", type=int, default=400)
     parser.add_argument("--test", type=int, default=1000)
     args = parser.parse_args()
-    raw = read_batches(args.source)
+    raw = open_source(args.source, {}).members(CIFAR10_BATCHES)
     with tarfile.open(args.out, "w:gz", compresslevel=9) as tar:
         for name in (*TRAIN_BATCHES, TEST_BATCH, "batches.meta"):
             if name == "batches.meta":

@@ -88,5 +88,5 @@ def forward_stage(inputs, ctx) -> StageResult:
 def backward_stage(inputs, ctx) -> StageResult:
     """dout(dx) + x -> dx (except for the first trained layer) and the shard's parameter gradients."""
     dout = tensor(inputs["dout"], "dx")
-    dx, grads = backward(dout, make_cache(layer_input(inputs["x"], ctx), layer_params(ctx.layer, ctx)))
+    dx, grads = backward(dout, make_cache(layer_input(inputs["x"], ctx, inputs["dout"]), layer_params(ctx.layer, ctx)))
     return backward_result(ctx, inputs["dout"], dx, grads)

@@ -34,6 +34,6 @@ def forward_stage(inputs, ctx) -> StageResult:
 
 def backward_stage(inputs, ctx) -> StageResult:
     """dout(dx) + x -> dx (except for the first trained layer) and the shard's parameter gradients."""
-    x = layer_input(inputs["x"], ctx)
+    x = layer_input(inputs["x"], ctx, inputs["dout"])
     dx, grads = backward(tensor(inputs["dout"], "dx"), {"x": x, "w": ctx.params[f"{ctx.layer.name}.w"]})
     return backward_result(ctx, inputs["dout"], dx, grads)

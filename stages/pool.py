@@ -72,7 +72,7 @@ def backward_stage(inputs, ctx) -> StageResult:
     if "saved" in inputs:
         argmax = tensor(inputs["saved"], "argmax")
     else:
-        argmax = forward(layer_input(inputs["x"], ctx), layer_params(layer))[1]["argmax"]
+        argmax = forward(layer_input(inputs["x"], ctx, inputs["dout"]), layer_params(layer))[1]["argmax"]
     cache = {"argmax": argmax, "input_shape": (argmax.shape[0], *layer.in_shape), **layer_params(layer)}
     dx, _ = backward(tensor(inputs["dout"], "dx"), cache)
     return backward_result(ctx, inputs["dout"], dx, {})

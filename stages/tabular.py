@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.network import Layer, Network
+from stages.augment import augment
 from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, arrays_to_table, summarized, table_schema
 from schemas.tensors import SparseTensorSpec, decode_column, summarize
 
@@ -14,9 +15,9 @@ from schemas.tensors import SparseTensorSpec, decode_column, summarize
 @dataclass
 class StageContext:
     """Everything but the input tables that a stage function needs: the network, which stage of it runs,
-    the parameters, the pixel statistics, the loss normaliser, hyperparameters, the cache policy and
+    the parameters, the pixel statistics, the loss normaliser, hyperparameters, the cache policy,
     whether per-image tables carry summary columns (tables that are stored do; tables handed from stage
-    to stage in memory and never stored need not)."""
+    to stage in memory and never stored need not) and the augmentation of training images."""
 
     network: Network
     params: dict[str, np.ndarray] = field(default_factory=dict)
@@ -28,6 +29,7 @@ class StageContext:
     stage: str = ""
     seed: int = 0
     summaries: bool = True
+    augment: tuple[int, bool] = (0, False)  # data.augment's (crop_padding, flip), for training batches
 
     def at(self, stage: str) -> "StageContext":
         """The same context for another stage."""
@@ -65,11 +67,18 @@ def normalize(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
     return pixels.astype(np.float32) * scale - shift
 
 
-def layer_input(table: pa.Table, ctx: StageContext) -> np.ndarray:
-    """A layer's input tensor: the output of the stage before, or the batch's pixels normalised."""
-    if "pixels" in table.column_names:
-        return normalize(tensor(table, "pixels"), ctx.mean, ctx.std)
-    return tensor(table, "out")
+def layer_input(table: pa.Table, ctx: StageContext, keys: pa.Table | None = None) -> np.ndarray:
+    """A layer's input tensor: the output of the stage before, or the batch's pixels (augmented when
+    they are a training batch's, epoch >= 0) normalised. `keys`: the table that holds the rows' key
+    columns when `table` was read without them (a backward stage's x; its dout has them)."""
+    if "pixels" not in table.column_names:
+        return tensor(table, "out")
+    pixels = tensor(table, "pixels")
+    keys = table if keys is None else keys
+    if any(ctx.augment) and keys.num_rows and keys.column("epoch")[0].as_py() >= 0:
+        pixels = augment(pixels, keys.column("image_id").to_numpy(), keys.column("epoch").to_numpy(), ctx.seed,
+                         *ctx.augment)
+    return normalize(pixels, ctx.mean, ctx.std)
 
 
 def per_image_table(ctx: StageContext, keys: pa.Table, name: str | None = None, **columns: np.ndarray) -> pa.Table:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES
+from pipeline.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
 
 REPO = Path(__file__).resolve().parent.parent
 

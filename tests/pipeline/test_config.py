@@ -30,6 +30,10 @@ def test_config_file_then_overrides(tmp_path):
     ("nosection.key=1", "nosection"),
     ("justtext", "section.key=value"),
     ("train.lr_schedule='step'", "train.lr_schedule"),
+    ("data.resize=[32]", "data.resize"),
+    ("data.augment.flip=1", "data.augment.flip"),
+    ("data.augment.mirror=true", "data.augment.mirror"),
+    ("data.test_fraction=1.0", "data.test_fraction"),
 ])
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -51,3 +55,8 @@ def test_only_model_and_train_shape_results():
     assert other.fingerprint() == base.fingerprint()
     changed = config.load(overrides=["train.seed=3"])
     assert changed.fingerprint() != base.fingerprint()
+    moved = config.load(overrides=['data.path="/elsewhere/cifar.tar.gz"'])
+    assert moved.fingerprint() == base.fingerprint()  # the data's content enters through ingest's digest
+    augmented = config.load(overrides=["data.augment.flip=true"])
+    assert augmented.fingerprint() != base.fingerprint() and augmented.data.augment.flip is True
+    assert "data" not in base.result_settings()  # runs made before the data settings keep their identities

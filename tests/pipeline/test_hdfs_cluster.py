@@ -103,6 +103,27 @@ def test_sql_on_hdfs(services, spark, local_reference):
     assert lines[0] == "iteration,loss" and [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
 
 
+def test_image_folder_on_hdfs_trains_as_the_same_folder_on_local_disk(services, spark, tmp_path):
+    from tests.pipeline.test_sources import SMALL_NET, image_folder
+
+    local = image_folder(tmp_path / "pets", per_class=10)
+    data = Storage(f"{HDFS}/data/pets")
+    for path in sorted(local.rglob("*.*")):
+        data.write_bytes(path.relative_to(local).as_posix(), path.read_bytes())
+    settings = [SMALL_NET[0], "train.batch_size=12", "train.shard_size=6"]
+    root = f"{HDFS}/runs/pets"
+    ok(sparkcnn("train", "--run-root", root, "--data", data.url, "--iterations", "2",
+                *[a for s in settings for a in ("--set", s)]))
+    run = Run.open(root)
+    values = run.manifest.get("ingest")["values"]["all"]
+    assert values["class_names"] == ["cat", "dog", "owl"] and values["source"] == data.url
+    on_disk = Run(config.load(overrides=[*settings, f'data.path="{local}"', f'run.root="{tmp_path / "run"}"']))
+    on_disk.save_config()
+    on_disk.train(spark, 2)
+    assert on_disk.manifest.get("ingest")["values"]["all"]["digest"] == values["digest"]
+    assert_same_params(run, on_disk, 2)
+
+
 def test_driver_killed_mid_stage_on_hdfs_then_resume(services, local_reference, tmp_path):
     root = f"{HDFS}/runs/killed"
     marker = tmp_path / "paused"

@@ -7,21 +7,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config, ingest
-from pipeline.ingest import TEST_BATCH, TRAIN_BATCHES, DataError
-from pipeline.ingest import SAMPLE_DATA
-from pipeline.run import Run
+from pipeline.ingest import SAMPLE_DATA, DataError
+from pipeline.manifest import Manifest
+from pipeline.run import Run, network_for
+from pipeline.storage import Storage
+from pipeline.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
 from schemas.tables import spec
-from pipeline.run import network_for
 from tests.conftest import cifar_batch, write_archive
+
 
 
 def make_run(tmp_path, data) -> Run:
     return Run(config.load(overrides=[f'data.path="{data}"', f'run.root="{tmp_path / "run"}"']))
 
 
-def test_ingest_writes_image_table_and_stats(tmp_path, synthetic_archive):
+def test_ingest_writes_image_table_and_stats(tmp_path, synthetic_archive, spark):
     run = make_run(tmp_path, synthetic_archive)
-    run.run_stage(None, "ingest")
+    run.run_stage(spark, "ingest")
     entry = run.manifest.get("ingest")
     assert entry["values"]["all"]["train"] == 200 and entry["values"]["all"]["test"] == 30
     files = run.manifest.files("ingest", "images")
@@ -42,19 +44,21 @@ def test_ingest_writes_image_table_and_stats(tmp_path, synthetic_archive):
 def test_extracted_folder_gives_the_same_images(tmp_path, synthetic_archive):
     with tarfile.open(synthetic_archive) as tar:
         tar.extractall(tmp_path / "extracted", filter="data")
-    g = network_for(config.Config())
-    from_folder, _, digest_folder = ingest.load(tmp_path / "extracted", g)
-    from_archive, _, digest_archive = ingest.load(synthetic_archive, g)
-    assert digest_folder == digest_archive
-    assert all(from_folder[n].equals(from_archive[n]) for n in from_archive)
+    folder, archive = (config.load(overrides=[f'data.path="{p}"']) for p in (tmp_path / "extracted", synthetic_archive))
+    from_folder = ingest.load(folder, network_for(folder))
+    from_archive = ingest.load(archive, network_for(archive))
+    assert from_folder.digest == from_archive.digest
+    assert len(from_folder.tables) == len(from_archive.tables) == 6
+    assert all(a.drop(["source"]).equals(b.drop(["source"])) for a, b in zip(from_folder.tables, from_archive.tables))
 
 
 def test_shipped_sample_is_real_cifar_layout():
     assert SAMPLE_DATA.stat().st_size <= 10 * 1024 * 1024
-    tables, _, _ = ingest.load(SAMPLE_DATA, network_for(config.Config()))
-    labels = np.concatenate([tables[n].column("label").to_numpy() for n in TRAIN_BATCHES])
+    cfg = config.Config()
+    loaded = ingest.load(cfg, network_for(cfg))
+    _, labels = loaded.split("train", network_for(cfg))
     assert labels.size >= 2000 and set(np.unique(labels)) == set(range(10))
-    assert tables[TEST_BATCH].num_rows >= 1000
+    assert loaded.split("test", network_for(cfg))[1].size >= 1000
 
 
 def _valid():
@@ -108,11 +112,10 @@ def _not_pickle(tmp_path):
     (lambda p: _with(p, "data_batch_2", labels=[1] * 4), "data_batch_2: 4 labels for 10 images"),
     (lambda p: p / "nowhere.tar.gz", "nowhere.tar.gz: no such file"),
 ])
-def test_malformed_input_is_refused_and_leaves_nothing(tmp_path, make, message):
+def test_malformed_input_is_refused_and_leaves_nothing(tmp_path, make, message, spark):
     data = make(tmp_path)
-    run = make_run(tmp_path, data)
     with pytest.raises(DataError) as err:
-        run.run_stage(None, "ingest")
+        make_run(tmp_path, data).run_stage(spark, "ingest")  # a source that cannot be described fails on the way
     assert message in str(err.value)
-    assert not run.manifest.committed("ingest")
+    assert not Manifest(Storage(str(tmp_path / "run"))).committed("ingest")
     assert not (tmp_path / "run" / "data").exists()

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import config, graph
 from pipeline.cli import main
-from pipeline.ingest import CLASSES
+from pipeline.sources import CIFAR10_CLASSES as CLASSES
 from pipeline.predict import evaluate, read_test_split
 from pipeline.progress import Progress
 from pipeline.report import write_report
