@@ -101,16 +101,24 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="folder for report.html and its charts")
     evaluate = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
     predict = sub.add_parser("predict", help="classify PNG or JPEG files")
-    for p in (evaluate, predict):
+    score = sub.add_parser("score", help="score a data source as a Spark job: a Parquet table of predictions "
+                                         "(the run's `scores` view)")
+    score.add_argument("--data", help="a data source as train takes it (default: the run's own)")
+    score.add_argument("--split", default="test", help="test (default), train or all")
+    score.add_argument("--out", required=True, help="folder or URL for the Parquet table")
+    score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    for p in (evaluate, predict, score):
         p.add_argument("--run-root")
         p.add_argument("--checkpoint", help="an exported .npz (default: the run's parameters)")
         p.add_argument("--iteration", type=int, help="the run's parameters after N iterations (default: latest)")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
     gc.add_argument("--run-root")
-    export = sub.add_parser("export", help="write parameters as named numpy arrays (.npz)")
+    export = sub.add_parser("export", help="write the trained network: parameters as named numpy arrays (.npz) or an "
+                                           "ONNX graph (uint8 NHWC images in, class probabilities out)")
     export.add_argument("--run-root")
     export.add_argument("--out", required=True)
+    export.add_argument("--format", choices=("npz", "onnx"), default="npz", help="npz (default) or onnx")
     export.add_argument("--iteration", type=int, help="parameters after N iterations (default: the latest)")
     return root
 
@@ -356,6 +364,28 @@ def cmd_predict(args, run: Run) -> int:
     return 0
 
 
+def cmd_score(args, run: Run) -> int:
+    from pipeline.predict import load_checkpoint
+    from pipeline.progress import TaskProgress
+    from pipeline.score import score
+    from pipeline.spark import session
+
+    described, params = load_checkpoint(run, args.checkpoint, args.iteration)
+    data = args.data or run.manifest.get("ingest")["values"][graph.ALL_PARTS]["source"]
+    spark = session(run.cfg)
+    summary = score(run, spark, params, described, data, args.split, args.out, args.overwrite,
+                    TaskProgress(spark, "scoring"))
+    accuracy = (f"; accuracy {summary['correct'] / summary['labelled']:.4f} on {summary['labelled']} labelled images"
+                if summary["labelled"] else "; no labels comparable with the run's classes")
+    print(f"scored {summary['images']} images of {summary['data']} (split {summary['split']}) with {described} "
+          f"into {summary['out']}{accuracy}; query them as the view `scores` (sparkcnn sql)")
+    if summary["unreadable"]:
+        named = "; ".join(summary["unreadable_named"])
+        print(f"error: {summary['unreadable']} image(s) could not be read and were not scored: {named}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_gc(args, run: Run) -> int:
     with RunLock(run.storage):
         done = run.collect_garbage()
@@ -414,6 +444,17 @@ def cmd_status(args, run: Run) -> int:
 
 def cmd_export(args, run: Run) -> int:
     iteration, params = run.latest_params(args.iteration)
+    if args.format == "onnx":
+        from pipeline.onnx_export import INPUT, OUTPUT, build
+
+        mean, std = run.channel_stats()
+        model = build(run.network, params, mean, std, run.class_names(),
+                      f"{run.storage.url} after {iteration} iterations")
+        Path(args.out).write_bytes(model.SerializeToString())
+        h, w, c = run.network.image
+        print(f"wrote {args.out}: ONNX graph after {iteration} iterations; input {INPUT} uint8 (N, {h}, {w}, {c}), "
+              f"output {OUTPUT} float32 (N, {run.network.classes})")
+        return 0
     np.savez(args.out, **params)
     print(f"wrote {args.out}: parameters after {iteration} iterations ({', '.join(sorted(params))})")
     return 0
@@ -421,7 +462,7 @@ def cmd_export(args, run: Run) -> int:
 
 COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export,
             "gc": cmd_gc, "bench": cmd_bench, "sql": cmd_sql, "report": cmd_report, "evaluate": cmd_evaluate,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "score": cmd_score}
 WRITERS = ("train", "resume", "stage")
 EXPECTED = (ConfigError, DataError, RunError)
 

@@ -88,6 +88,29 @@ def count_piece(task: PieceTask, piece: Piece) -> dict:
     return {"train": splits.count("train"), "test": splits.count("test")}
 
 
+def row_ids(splits: list[str], first_train: int, first_test: int) -> np.ndarray:
+    """A piece's image ids: its training rows numbered from `first_train`, its test rows from `first_test`."""
+    train = np.array(splits) == "train"
+    ids = np.empty(train.size, np.int64)
+    ids[train] = first_train + np.arange(int(train.sum()))
+    ids[~train] = first_test + np.arange(int((~train).sum()))
+    return ids
+
+
+def numbered_pieces(spark, source: Source, description: Description, what: str) -> list[tuple[Piece, tuple[int, int]]]:
+    """The source's pieces with (first training id, first test id) each, from a Spark job that counts
+    every piece's rows of each split; the first problem found is a DataError."""
+    pieces = source.pieces(description)
+    task = PieceTask(source.for_tasks(), description, None, None, False)
+    context = spark.sparkContext
+    context.setJobDescription(f"{what}: count")
+    indexed = context.parallelize(list(enumerate(pieces)), max(1, len(pieces)))
+    counts = [c for _, c in sorted(indexed.map(lambda item: (item[0], count_piece(task, item[1]))).collect())]
+    if error := first_error(counts):
+        raise DataError(error)
+    return list(zip(pieces, first_ids(counts)))
+
+
 def piece_table(task: PieceTask, piece: Piece, first_train: int, first_test: int) -> tuple[pa.Table | None, dict]:
     """A piece as its part of the image table, with per-channel integer sums of its training pixels,
     a digest of what was read and the first problem found (an unreadable image, a size that differs)."""
@@ -106,11 +129,8 @@ def piece_table(task: PieceTask, piece: Piece, first_train: int, first_test: int
                                    f"the data set's images are {shape[0]}x{shape[1]}; set data.resize = [H, W] to "
                                    f"resize every image on ingest"}
         pixels.append(fitted)
-    splits = np.array(records.splits)
-    train = splits == "train"
-    ids = np.empty(len(splits), np.int64)
-    ids[train] = first_train + np.arange(int(train.sum()))
-    ids[~train] = first_test + np.arange(int((~train).sum()))
+    train = np.array(records.splits) == "train"
+    ids = row_ids(records.splits, first_train, first_test)
     stacked = np.stack(pixels) if pixels else np.zeros((0, *shape), np.uint8)
     flat = stacked[train].reshape(-1, shape[2])
     stats = summarize(stacked)

@@ -13,6 +13,7 @@ LOGS = "logs"
 DATA = "data"
 IMAGES = "data/images"
 TESTSET = "data/testset"
+SCORES = "scores"
 OWNED_ROOTS = (DATA, "epochs", "iterations", "params", "metrics")
 
 
@@ -27,6 +28,11 @@ def folder_index(folder: str) -> str:
 
 def retired_record(key: str) -> str:
     return f"{RETIRED}/{key}.json"
+
+
+def score_record(stamp: str) -> str:
+    """What one `sparkcnn score` wrote (where, with which parameters, on which data): the commit of a scoring."""
+    return f"{SCORES}/{stamp}.json"
 
 
 def lock_file(generation: int) -> str:

@@ -50,15 +50,19 @@ def read_checkpoint(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, 
     return params
 
 
-def predict_arrays(run: Run, params: dict, pixels: np.ndarray, chunk: int = 500) -> np.ndarray:
+def predict_arrays(run: Run, params: dict, pixels: np.ndarray) -> np.ndarray:
     """Class probabilities (N, classes) for uint8 images (N, H, W, C), normalised as in training."""
-    ctx = run.context(params)
+    return probabilities(run.context(params), pixels)
+
+
+def probabilities(ctx, pixels: np.ndarray, chunk: int = 500) -> np.ndarray:
+    """The same, given a stage context (network, parameters, channel statistics)."""
     probs = []
     for start in range(0, pixels.shape[0], chunk):
         x = normalize(pixels[start: start + chunk], ctx.mean, ctx.std)
         labels = np.zeros(x.shape[0], np.int64)
         probs.append(network.forward(x, labels, ctx)[1][-1]["probs"])
-    return np.concatenate(probs) if probs else np.empty((0, run.network.classes), np.float32)
+    return np.concatenate(probs) if probs else np.empty((0, ctx.network.classes), np.float32)
 
 
 def read_test_split(run: Run):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from pipeline import graph
@@ -87,3 +88,38 @@ class Progress:
         if self.live:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
+
+
+class TaskProgress:
+    """`(tasks, collect) -> collect()` for one Spark job, showing its finished tasks while it runs: a line
+    redrawn in place on a terminal, a log line every `every` seconds otherwise."""
+
+    def __init__(self, spark, what: str, stream=None, every: float = 10.0):
+        self.tracker, self.what = spark.sparkContext.statusTracker(), what
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.every = 0.5 if self.live else every
+
+    def _done(self) -> int:
+        stages = [self.tracker.getStageInfo(s) for s in self.tracker.getActiveStageIds()]
+        return sum(s.numCompletedTasks for s in stages if s is not None)
+
+    def __call__(self, tasks: int, collect):
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def show():
+            while not stop.wait(self.every):
+                line = f"{self.what}: {self._done()} of {tasks} pieces done, {_clock(time.monotonic() - started)}"
+                print(f"\r{line}\033[K" if self.live else line, end="" if self.live else "\n", file=self.stream,
+                      flush=True)
+
+        thread = threading.Thread(target=show, daemon=True)
+        thread.start()
+        try:
+            return collect()
+        finally:
+            stop.set()
+            thread.join()
+            if self.live:
+                print("\r\033[K", end="", file=self.stream, flush=True)

@@ -57,18 +57,10 @@ def run_ingest(run, spark, key: str, epoch: int | None) -> dict:
     job counts each piece's rows of each split, which number the images), and the per-channel statistics.
     A problem anywhere (the first in source order is named) removes what was written: nothing is committed."""
     source, description = ingest.configured_source(run.cfg)
-    pieces = source.pieces(description)
+    numbered = ingest.numbered_pieces(spark, source, description, key)
     task = ingest.PieceTask(source.for_tasks(), description, run.network, run.storage, bool(run.cfg.data.resize))
-    context = spark.sparkContext
-    context.setJobDescription(f"{key}: count")
-    indexed = context.parallelize(list(enumerate(pieces)), max(1, len(pieces)))
-    counts = sorted(indexed.map(lambda item: (item[0], ingest.count_piece(task, item[1]))).collect())
-    counts = [c for _, c in counts]
-    if error := ingest.first_error(counts):
-        raise ingest.DataError(error)
-    starts = ingest.first_ids(counts)
-    context.setJobDescription(key)
-    work = context.parallelize([(i, p, starts[i]) for i, p in enumerate(pieces)], max(1, len(pieces)))
+    spark.sparkContext.setJobDescription(key)
+    work = spark.sparkContext.parallelize([(i, p, s) for i, (p, s) in enumerate(numbered)], max(1, len(numbered)))
     results = [r for _, r in sorted(work.map(lambda item: (item[0], ingest.write_piece(task, item[1], *item[2]))).collect())]
     if error := ingest.first_error(results):
         run.storage.remove(layout.IMAGES)

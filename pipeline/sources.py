@@ -147,7 +147,15 @@ class Source:
         resize = self.settings.get("resize") or []
         return (int(resize[0]), int(resize[1]), first.shape[2]) if resize else tuple(first.shape)
 
+    @property
+    def scoring(self) -> bool:
+        """Read to be scored, not trained on: labels may be missing (images straight in the folder, a
+        Parquet dataset without the label column), and any number of classes will do."""
+        return bool(self.settings.get("scoring"))
+
     def checked_classes(self, names: list[str], where: str) -> tuple[str, ...]:
+        if self.scoring:
+            return tuple(names)
         if len(names) < 2:
             raise DataError(f"{where}: {len(names)} class(es) ({', '.join(names) or 'none'}); a classifier needs two or more")
         if len(names) > MAX_CLASSES:
@@ -287,9 +295,9 @@ class ImageFolder(Source):
             parts = path.split("/")
             if self.paired:
                 rows.append((path, parts[1], parts[0]))
-            elif len(parts) >= 2:
-                rows.append((path, parts[0], split_rule(path, self.settings.get("seed", 0),
-                                                         self.settings.get("test_fraction", 0.1))))
+            elif len(parts) >= 2 or self.scoring:
+                rows.append((path, parts[0] if len(parts) >= 2 else "",
+                             split_rule(path, self.settings.get("seed", 0), self.settings.get("test_fraction", 0.1))))
         return rows
 
     def class_folders(self) -> list[str]:
@@ -303,7 +311,7 @@ class ImageFolder(Source):
 
     def describe(self) -> Description:
         labelled = self._labelled()
-        with_images = {name for _, name, _ in labelled}
+        with_images = {name for _, name, _ in labelled if name}
         empty = [c for c in self.class_folders() if c not in with_images]
         if empty:
             raise DataError(f"{self.where}: class folder {empty[0]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -318,7 +326,7 @@ class ImageFolder(Source):
     def pieces(self, description: Description) -> list[Piece]:
         index = {name: i for i, name in enumerate(description.class_names)}
         per_piece = max(1, min(PIECE_IMAGES, PIECE_BYTES // int(np.prod(description.image))))
-        rows = [(path, index[name], split) for path, name, split in self._labelled()]
+        rows = [(path, index.get(name, -1), split) for path, name, split in self._labelled()]
         return [Piece(f"part-{n:05d}", "", tuple(rows[start: start + per_piece]))
                 for n, start in enumerate(range(0, len(rows), per_piece))]
 
@@ -379,9 +387,14 @@ class ParquetImages(Source):
         first = self._file(self.files[0])
         names = first.schema_arrow.names
         missing = [c for c in (self.image_column, self.label_column) if c not in names]
+        if self.scoring and missing == [self.label_column]:
+            self.label_column = None
+            missing = []
         if missing:
             raise DataError(f"{self.where}: no column {', '.join(missing)} (columns: {', '.join(names)}); name the "
                             f"columns with data.image_column and data.label_column")
+        if self.label_column is None:
+            return Description(self._first_shape(first), ())
         label_type = first.schema_arrow.field(self.label_column).type
         labels = []
         for name in self.files:
@@ -399,13 +412,16 @@ class ParquetImages(Source):
             class_names = sorted(distinct.to_pylist())
         else:
             raise DataError(f"{self.where}: label column {self.label_column} is {label_type}; integers or strings needed")
+        return Description(self._first_shape(first), self.checked_classes(class_names, self.where))
+
+    def _first_shape(self, first) -> tuple[int, int, int]:
         table = first.read_row_group(0) if first.metadata.num_row_groups else None
         if table is None or table.num_rows == 0:
             raise DataError(f"{self.where}: no rows")
         pixels = self._decode(table.slice(0, 1), self._where(self.files[0]))[0][1]
         if isinstance(pixels, str):
             raise DataError(pixels)
-        return Description(self.shape(pixels), self.checked_classes(class_names, self.where))
+        return self.shape(pixels)
 
     def pieces(self, description: Description) -> list[Piece]:
         return [Piece(f"part-{n:05d}", "", (name, group)) for n, (name, group) in enumerate(
@@ -442,7 +458,7 @@ class ParquetImages(Source):
         offset = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
         where = self._where(name)
         decoded = self._decode(table, where, offset)
-        raw = table.column(self.label_column).to_pylist()
+        raw = table.column(self.label_column).to_pylist() if self.label_column else [-1] * table.num_rows
         if None in raw:
             raise DataError(f"{where}: label column {self.label_column} has null(s)")
         index = {n: i for i, n in enumerate(description.class_names)}

@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import graph, layout
-from schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, STATS_SCHEMA, arrays_schema,
-                            images_schema, table_schema)
+from pipeline.score import latest_scoring
+from schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, SCORES_SCHEMA, STATS_SCHEMA,
+                            arrays_schema, images_schema, table_schema)
 from schemas.tensors import decode_rows
 
 
@@ -32,6 +33,10 @@ class ViewSource:
     groups: list[tuple[list[str], dict]] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     literals: dict = field(default_factory=dict)
+    absolute: bool = False  # files are URLs of their own (a scored table), not paths under the run root
+
+    def uri(self, run, path: str) -> str:
+        return path if self.absolute else run.storage.uri(path)
 
     @property
     def files(self) -> list[str]:
@@ -77,6 +82,9 @@ def view_sources(run, entries: dict[str, dict] | None = None) -> dict[str, ViewS
         views[stage] = ViewSource(stage, stored_schema(net, stage), literals={"stage": stage})
     for stage in gradients:
         views[f"{stage}_grads"] = ViewSource(f"{stage}_grads", arrays_schema(f"{stage}.grads"), literals={"stage": stage})
+    scoring = latest_scoring(run)
+    if scoring is not None:
+        views["scores"] = ViewSource("scores", SCORES_SCHEMA, [(scoring["files"], {})], absolute=True)
     for key in sorted(entries):
         entry = entries[key]
         stage, epoch, iteration = graph.parse_key(key)
@@ -128,7 +136,7 @@ class RunViews:
     def refresh(self) -> bool:
         """Read the manifest again when a stage was committed, removed or retired since; True then."""
         storage = self.run.storage
-        listing = (storage.list_stats(layout.MANIFEST), storage.list_stats(layout.RETIRED))
+        listing = tuple(storage.list_stats(folder) for folder in (layout.MANIFEST, layout.RETIRED, layout.SCORES))
         if listing == self._listing:
             return False
         self.run.retention.reload()
@@ -172,7 +180,7 @@ class RunViews:
         by_literals: dict[tuple, list[str]] = {}
         for files, literals in src.groups:
             by_literals.setdefault(tuple(sorted(literals.items())), []).extend(files)
-        frames = [self.spark.read.schema(schema).parquet(*[self.run.storage.uri(f) for f in files])
+        frames = [self.spark.read.schema(schema).parquet(*[src.uri(self.run, f) for f in files])
                   .select(*[F.lit(v).alias(k) for k, v in literals], "*")
                   for literals, files in by_literals.items()]
         frame = frames[0] if frames else self.spark.createDataFrame([], schema)
@@ -374,7 +382,7 @@ def views_sql(run, relative_to: str | None = None) -> str:
         for files, literals in src.groups:
             extra = "".join(f"{_sql_literal(v)} AS {k}, " for k, v in {**src.literals, **literals}.items())
             for f in files:
-                path = run.storage.uri(f)
+                path = src.uri(run, f)
                 if relative_to and path.startswith(relative_to):
                     path = path[len(relative_to):].lstrip("/")
                 selects.append(f"SELECT '{run_id(run)}' AS run_id, {extra}* FROM parquet.`{path}`")

@@ -50,7 +50,7 @@ class Storage:
 
     def uri(self, rel: str) -> str:
         """Full URL of a relative path, as Spark wants it (Hadoop's paths take local names unescaped)."""
-        return f"file://{self.path(rel)}" if self.local else f"{self.url}/{rel}"
+        return f"file://{self.path(rel)}" if self.local else (f"{self.url}/{rel}" if rel else self.url)
 
     def where(self, rel: str) -> str:
         """A relative path as a person would name it: a local path, or a URL."""
@@ -142,8 +142,7 @@ class Storage:
         others = [f.name for f in table.schema if f.name not in plain]
         options = dict(compression="none", use_dictionary=others, write_statistics=others,
                        row_group_size=max(1, table.num_rows))
-        parent = rel.rsplit("/", 1)[0]
-        self.fs.makedirs(self.path(parent), exist_ok=True)
+        self.fs.makedirs(self.path(rel.rsplit("/", 1)[0] if "/" in rel else ""), exist_ok=True)
         if self.local:
             pq.write_table(table, self.path(rel), **options)
         else:

@@ -34,6 +34,22 @@ IMAGES_FIELDS = (
     pa.field("source", pa.string(), nullable=False),
 )
 
+# What `sparkcnn score` writes per image: its id (as ingest numbers the source), where it came from, its
+# label when the source has one (as the run's class index when the names match), the predicted class and
+# the probability of every class.
+SCORES_SCHEMA = pa.schema([
+    pa.field("image_id", pa.int64(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("split", pa.string(), nullable=False),
+    pa.field("label", pa.int32()),
+    pa.field("label_name", pa.string()),
+    pa.field("predicted", pa.int32(), nullable=False),
+    pa.field("predicted_name", pa.string(), nullable=False),
+    pa.field("probability", pa.float32(), nullable=False),
+    pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
+], metadata={TABLE_KEY: b"scores"})
+
+
 STATS_SCHEMA = pa.schema(
     [pa.field("channel", pa.int32(), nullable=False), pa.field("mean", pa.float64(), nullable=False),
      pa.field("std", pa.float64(), nullable=False)],

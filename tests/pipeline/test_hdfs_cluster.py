@@ -122,6 +122,11 @@ def test_image_folder_on_hdfs_trains_as_the_same_folder_on_local_disk(services, 
     on_disk.train(spark, 2)
     assert on_disk.manifest.get("ingest")["values"]["all"]["digest"] == values["digest"]
     assert_same_params(run, on_disk, 2)
+    scored = Storage(f"{HDFS}/scored/pets")
+    said = ok(sparkcnn("score", "--run-root", root, "--out", scored.url))
+    assert f"scored {values['test']} images" in said and json.loads(scored.read_bytes("_SUCCESS"))["out"] == scored.url
+    rows = sum(scored.read_parquet(name).num_rows for name in scored.listdir("") if name.endswith(".parquet"))
+    assert rows == values["test"]
 
 
 def test_driver_killed_mid_stage_on_hdfs_then_resume(services, local_reference, tmp_path):

@@ -271,12 +271,14 @@ def test_augmented_training_equals_the_reference_in_every_mode(tmp_path, spark):
     data = image_folder(tmp_path / "pets", per_class=10)
     augmented = ["data.augment.crop_padding=2", "data.augment.flip=true"]
     runs = {}
-    for mode in ("staged", "fused", "memory"):
-        runs[mode] = make_run(tmp_path, data, *augmented, f"run.mode='{mode}'", name=mode)
-        runs[mode].train(spark, 3)
+    for mode, extra in (("staged", ""), ("fused", ""), ("memory", ""), ("staged", "spark.partitions=3")):
+        name = f"{mode}{extra and ', 3 partitions'}"
+        runs[name] = make_run(tmp_path, data, *augmented, f"run.mode='{mode}'", *[e for e in [extra] if e],
+                              name=name.replace(", ", "-").replace(" ", "-"))
+        runs[name].train(spark, 3)
     params = {m: r.latest_params(3)[1] for m, r in runs.items()}
-    assert_bitwise_equal(params["staged"], params["fused"])
-    assert_bitwise_equal(params["staged"], params["memory"])
+    for other in ("fused", "memory", "staged, 3 partitions"):
+        assert_bitwise_equal(params["staged"], params[other])
     expected = reference.train(runs["staged"].cfg, 3)
     for name in expected:
         assert np.linalg.norm(params["staged"][name] - expected[name]) <= 1e-6 * np.linalg.norm(expected[name])
