@@ -79,7 +79,7 @@ class OpenRun:
         from pipeline import sql
 
         self.run.retention.reload()
-        return sorted([*sql.view_sources(self.run), *sql.BOOKKEEPING_VIEWS])
+        return sql.view_names(sql.view_sources(self.run))
 
     def iterations(self, stage: str) -> list[int]:
         """Iterations whose outputs of a stage are stored (retention keeps the last few and inspected ones)."""

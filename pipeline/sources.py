@@ -233,12 +233,11 @@ class Cifar(Source):
         found, read = {}, 0
         fs, path = self.storage.fs, self.storage.path(self.rel)
         if fs.isdir(path):
-            for file in fs.find(path):
+            for file in self.storage.find(self.rel):
                 base = posixpath.basename(file)
                 found[base] = None
                 if wanted(base):
-                    with fs.open(file, "rb") as f:
-                        found[base] = f.read()
+                    found[base] = self.storage.read_bytes(posixpath.join(self.rel, file))
             return found
         try:
             with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
@@ -542,7 +541,7 @@ def open_source(path: str, settings: dict) -> Source:
     if not fs.exists(full):
         raise DataError(f"{path}: no such file or folder")
     if fs.isdir(full):
-        files = sorted(posixpath.relpath(f, full) for f in fs.find(full))
+        files = storage.find(rel)
         kind = _cifar_kind({posixpath.basename(f) for f in files})
         if kind:
             return Cifar(storage, rel, settings, kind)

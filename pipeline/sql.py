@@ -113,6 +113,11 @@ def run_id(run) -> str:
 BOOKKEEPING_VIEWS = ("manifest", "retired")
 
 
+def view_names(sources: dict[str, ViewSource]) -> list[str]:
+    """Every view a run has: its tables' and the bookkeeping ones."""
+    return sorted([*sources, *BOOKKEEPING_VIEWS])
+
+
 class RunViews:
     """A run's views in one SparkSession. A view is registered when a query first names it, from one
     read of the manifest (its index) and one DataFrame over the view's committed files with the schema
@@ -131,7 +136,7 @@ class RunViews:
 
     def names(self) -> list[str]:
         self.refresh()
-        return sorted([*self.sources, *BOOKKEEPING_VIEWS])
+        return view_names(self.sources)
 
     def refresh(self) -> bool:
         """Read the manifest again when a stage was committed, removed or retired since; True then."""

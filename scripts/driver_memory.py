@@ -3,10 +3,11 @@ numbers of images.
 
     python scripts/driver_memory.py [--images 10000 50000 100000] [--work DIR]
 
-For each size: an image folder of that many 32x32 PNGs in 10 classes (made once under --work), then
-a fresh process on local[2] that runs the ingest stage, then init, then scores every image of the folder
-with those parameters (`sparkcnn score --split all`), and reports its own peak resident memory after
-each (the driver's Python process; Spark's JVM heap in use is reported apart) and the seconds each took.
+For each size: an image folder of that many 32x32 PNGs in 10 classes (made once under --work), then two
+fresh processes on local[2], as two commands would be: one runs the ingest stage (and init), the other
+scores every image of the folder with the initial parameters (`sparkcnn score --split all`). Each reports
+the seconds its step took, its own peak resident memory (the driver's Python process) and Spark's JVM heap
+in use after it.
 """
 from __future__ import annotations
 
@@ -39,27 +40,32 @@ def make_folder(root: Path, images: int) -> Path:
     return root
 
 
-def measure(data: str, root: str) -> dict:
-    """In this process: ingest, init and scoring; peak memory of the driver after each, and the JVM's heap."""
+def measure(step: str, data: str, root: str) -> dict:
+    """In this process, one step: ingest (and init), or scoring every image with the initial parameters;
+    the seconds it took, this process's peak memory and the JVM's heap in use after it."""
     from pipeline import config
     from pipeline.run import Run
     from pipeline.score import score
     from pipeline.spark import session
 
-    cfg = config.load(overrides=[f'data.path="{data}"', f'run.root="{root}"'])
-    run = Run(cfg)
-    run.save_config()
-    spark = session(cfg)
+    if step == "ingest":
+        run = Run(config.load(overrides=[f'data.path="{data}"', f'run.root="{root}"']))
+        run.save_config()
+    else:
+        run = Run.open(root)
+    spark = session(run.cfg)
     start = time.perf_counter()
-    run.run_stage(spark, "ingest")
-    ingested, ingest_peak = time.perf_counter() - start, peak_mib()
-    run.run_stage(spark, "init")
-    start = time.perf_counter()
-    summary = score(run, spark, run.params_at(0), "initial parameters", data, "all", f"{root}-scores", True)
-    scored = time.perf_counter() - start
+    if step == "ingest":
+        run.run_stage(spark, "ingest")
+        images = sum(run.manifest.get("ingest")["values"]["all"][s] for s in ("train", "test"))
+        seconds = time.perf_counter() - start
+        run.run_stage(spark, "init")
+    else:
+        images = score(run, spark, run.params_at(0), "initial parameters", data, "all", f"{root}-scores", True)["images"]
+        seconds = time.perf_counter() - start
     heap = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage()
-    return {"images": summary["images"], "ingest_s": round(ingested, 1), "ingest_peak_mib": ingest_peak,
-            "score_s": round(scored, 1), "score_peak_mib": peak_mib(), "jvm_heap_used_mib": round(heap.getUsed() / 2 ** 20, 1)}
+    return {"images": images, "seconds": round(seconds, 1), "peak_mib": peak_mib(),
+            "jvm_heap_mib": round(heap.getUsed() / 2 ** 20, 1)}
 
 
 def peak_mib() -> float:
@@ -70,22 +76,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, nargs="+", default=[10000, 50000, 100000])
     parser.add_argument("--work", default="/tmp/sparkcnn-driver-memory")
-    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
         return
     work = Path(args.work)
-    columns = ("images", "ingest_s", "ingest_peak_mib", "score_s", "score_peak_mib", "jvm_heap_used_mib")
-    print(" ".join(f"{c:>17}" for c in columns))
+    print(f"{'images':>8} | {'ingest s':>8} {'peak MiB':>9} {'JVM heap MiB':>12} | {'score s':>8} {'peak MiB':>9} "
+          f"{'JVM heap MiB':>12}")
     for images in args.images:
         data = make_folder(work / f"folder-{images}", images)
         root = work / f"run-{images}"
-        subprocess.run(["rm", "-rf", str(root)], check=True)
-        done = subprocess.run([sys.executable, __file__, "--measure", str(data), str(root)],
-                              capture_output=True, text=True, check=True)
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        print(" ".join(f"{row[c]:>17}" for c in columns), flush=True)
+        subprocess.run(["rm", "-rf", str(root), f"{root}-scores"], check=True)
+        rows = []
+        for step in ("ingest", "score"):
+            done = subprocess.run([sys.executable, __file__, "--measure", step, str(data), str(root)],
+                                  capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        cells = " | ".join(f"{r['seconds']:>8} {r['peak_mib']:>9} {r['jvm_heap_mib']:>12}" for r in rows)
+        print(f"{rows[0]['images']:>8} | {cells}", flush=True)
 
 
 if __name__ == "__main__":
