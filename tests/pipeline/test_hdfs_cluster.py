@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import config, faults, graph, hdfs, sql
 from pipeline import layout
+from pipeline.api import open_run
 from pipeline.run import Run
 from pipeline.storage import Storage
 from tests.conftest import REPO, kill_when_paused, wait_until
@@ -101,6 +102,15 @@ def test_sql_on_hdfs(services, spark, local_reference):
                     "SELECT iteration, ROUND(AVG(loss), 6) AS loss FROM loss GROUP BY iteration ORDER BY iteration")
     lines = ok(proc).strip().splitlines()
     assert lines[0] == "iteration,loss" and [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
+    opened = open_run(root, spark)
+    assert opened.sql("SELECT COUNT(*) AS n FROM conv1_fwd WHERE iteration = 1").column("n").to_pylist() == [200]
+    assert opened.iterations("conv1_fwd") == [0, 1]
+    expected = opened.sql("SELECT image_id, out FROM conv1_fwd WHERE iteration = 1 ORDER BY position")
+    tensor = opened.tensor("conv1_fwd", "out", 1)
+    assert tensor.shape == (200, *run.network.layer("conv1_fwd").out_shape)
+    assert tensor[0].tobytes() == expected.column("out")[0].as_py()
+    got = opened.params(ITERATIONS)
+    assert all(got[name].tobytes() == value.tobytes() for name, value in local_reference.params_at(ITERATIONS).items())
 
 
 def test_image_folder_on_hdfs_trains_as_the_same_folder_on_local_disk(services, spark, tmp_path):
