@@ -104,8 +104,7 @@ def load_batch(cfg: Config, images: int):
 
 def ingest_count(cfg: Config) -> int:
     source, description = ingest.configured_source(cfg)
-    task = ingest.PieceTask(source, description, None, None, False)
-    return sum(ingest.count_piece(task, piece).get("train", 0) for piece in source.pieces(description))
+    return sum(ingest.count_piece(source, description, piece).get("train", 0) for piece in source.pieces(description))
 
 
 def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:

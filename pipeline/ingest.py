@@ -14,11 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import layout
-from pipeline.sources import CIFAR10_CLASSES, DataError, Description, Piece, Source, fit, open_source
+from pipeline.sources import DataError, Description, Piece, Source, fit, open_source
 from schemas.tables import STATS_SCHEMA, images_schema, spec
 from schemas.tensors import summarize
-
-__all__ = ["DataError", "SAMPLE_DATA", "CIFAR10_CLASSES"]
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
 
@@ -79,10 +77,10 @@ class PieceTask:
     resize: bool
 
 
-def count_piece(task: PieceTask, piece: Piece) -> dict:
+def count_piece(source: Source, description: Description, piece: Piece) -> dict:
     """Rows of each split in a piece (first pass: ids need the counts of the pieces before)."""
     try:
-        splits = task.source.splits(piece, task.description)
+        splits = source.splits(piece, description)
     except DataError as e:
         return {"error": str(e)}
     return {"train": splits.count("train"), "test": splits.count("test")}
@@ -101,11 +99,12 @@ def numbered_pieces(spark, source: Source, description: Description, what: str) 
     """The source's pieces with (first training id, first test id) each, from a Spark job that counts
     every piece's rows of each split; the first problem found is a DataError."""
     pieces = source.pieces(description)
-    task = PieceTask(source.for_tasks(), description, None, None, False)
+    light = source.for_tasks()
     context = spark.sparkContext
     context.setJobDescription(f"{what}: count")
     indexed = context.parallelize(list(enumerate(pieces)), max(1, len(pieces)))
-    counts = [c for _, c in sorted(indexed.map(lambda item: (item[0], count_piece(task, item[1]))).collect())]
+    counts = [c for _, c in sorted(indexed.map(lambda item: (item[0], count_piece(light, description, item[1])))
+                                   .collect())]
     if error := first_error(counts):
         raise DataError(error)
     return list(zip(pieces, first_ids(counts)))
@@ -209,7 +208,7 @@ def load(cfg, net) -> Loaded:
     source, description = configured_source(cfg)
     task = PieceTask(source, description, net, None, bool(cfg.data.resize))
     pieces = source.pieces(description)
-    counts = [count_piece(task, p) for p in pieces]
+    counts = [count_piece(source, description, p) for p in pieces]
     if error := first_error(counts):
         raise DataError(error)
     results = [piece_table(task, p, *ids) for p, ids in zip(pieces, first_ids(counts))]

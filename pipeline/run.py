@@ -24,6 +24,7 @@ from pipeline.manifest import Manifest
 from pipeline.retention import Policy, Retention
 from pipeline.spark import jvm_ended
 from pipeline.verify import dependents, verify
+from pipeline.sources import CIFAR10_CLASSES
 from pipeline.storage import Storage
 from schemas.tables import METRICS_SCHEMA
 from schemas.network import Network, NetworkError, StageDef
@@ -483,7 +484,7 @@ class Run:
         """The classes' names in label order, as ingest recorded them (runs ingested before names were
         recorded were CIFAR-10)."""
         values = self.manifest.get("ingest")["values"][graph.ALL_PARTS]
-        return values.get("class_names") or list(ingest.CIFAR10_CLASSES[: values.get("classes", 10)])
+        return values.get("class_names") or list(CIFAR10_CLASSES[: values.get("classes", 10)])
 
     def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """The training split's per-channel mean and std, as ingest committed them (read once)."""

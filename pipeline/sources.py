@@ -8,6 +8,7 @@ names) and cuts itself into pieces; executors read the pieces (`read`). Nothing 
 whole data set."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -18,6 +19,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.storage import Storage
 
@@ -26,7 +30,6 @@ CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
 CIFAR10_BATCHES = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_META = "batches.meta"
 CIFAR100_FILES = ("train", "test")
 CIFAR100_META = "meta"
 MAX_CLASSES = 127  # labels are int8
@@ -47,11 +50,9 @@ class Description:
 
 @dataclass(frozen=True)
 class Piece:
-    """One unit of ingest work: a part of the image table. `items` says what to read (by source kind);
-    `split` is "train" or "test", or "" when each row's split is decided by `split_rule`."""
+    """One unit of ingest work: a part of the image table. `items` says what to read (by source kind)."""
 
     part: str
-    split: str
     items: tuple
 
 
@@ -187,7 +188,7 @@ class Cifar(Source):
         missing = [name for name in self.batches if name not in self._names()]
         if missing:
             raise DataError(f"{self.where}: missing {self.kind.upper()} batch files: {', '.join(missing)}")
-        return [Piece(name, "test" if name.startswith("test") else "train", (name,)) for name in self.batches]
+        return [Piece(name, (name,)) for name in self.batches]
 
     def read(self, piece: Piece, description: Description) -> Records:
         (name,) = piece.items
@@ -213,7 +214,8 @@ class Cifar(Source):
             raise DataError(f"{where}: label outside 0-{classes - 1}: {int(bad[0])}")
         pixels = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         n = labels.size
-        return Records([f"{name}#{i}" for i in range(n)], labels.astype(np.int64).tolist(), [piece.split] * n,
+        split = "test" if name.startswith("test") else "train"
+        return Records([f"{name}#{i}" for i in range(n)], labels.astype(np.int64).tolist(), [split] * n,
                        list(pixels), hashlib.sha256(payload).hexdigest())
 
     def _names(self) -> set[str]:
@@ -326,7 +328,7 @@ class ImageFolder(Source):
         index = {name: i for i, name in enumerate(description.class_names)}
         per_piece = max(1, min(PIECE_IMAGES, PIECE_BYTES // int(np.prod(description.image))))
         rows = [(path, index.get(name, -1), split) for path, name, split in self._labelled()]
-        return [Piece(f"part-{n:05d}", "", tuple(rows[start: start + per_piece]))
+        return [Piece(f"part-{n:05d}", tuple(rows[start: start + per_piece]))
                 for n, start in enumerate(range(0, len(rows), per_piece))]
 
     def splits(self, piece: Piece, description: Description) -> list[str]:
@@ -370,34 +372,31 @@ class ParquetImages(Source):
         self.image_column = settings.get("image_column", "image")
         self.label_column = settings.get("label_column", "label")
 
+    @contextlib.contextmanager
     def _file(self, name: str):
-        import pyarrow.parquet as pq
-
+        """One Parquet file of the dataset, open while the block runs."""
         path = posixpath.join(self.rel, name) if name else self.rel
-        try:
-            return pq.ParquetFile(self.storage.fs.open(self.storage.path(path), "rb"))
-        except Exception as e:
-            raise DataError(f"{self.storage.where(path)}: not a readable Parquet file ({e})") from None
+        with self.storage.fs.open(self.storage.path(path), "rb") as handle:
+            try:
+                parquet = pq.ParquetFile(handle)
+            except Exception as e:
+                raise DataError(f"{self.storage.where(path)}: not a readable Parquet file ({e})") from None
+            yield parquet
 
     def describe(self) -> Description:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        first = self._file(self.files[0])
-        names = first.schema_arrow.names
-        missing = [c for c in (self.image_column, self.label_column) if c not in names]
-        if self.scoring and missing == [self.label_column]:
-            self.label_column = None
-            missing = []
-        if missing:
-            raise DataError(f"{self.where}: no column {', '.join(missing)} (columns: {', '.join(names)}); name the "
-                            f"columns with data.image_column and data.label_column")
-        if self.label_column is None:
-            return Description(self._first_shape(first), ())
-        label_type = first.schema_arrow.field(self.label_column).type
+        with self._file(self.files[0]) as first:
+            names = first.schema_arrow.names
+            missing = [c for c in (self.image_column, self.label_column) if c not in names]
+            if missing and not (self.scoring and missing == [self.label_column]):
+                raise DataError(f"{self.where}: no column {', '.join(missing)} (columns: {', '.join(names)}); name "
+                                f"the columns with data.image_column and data.label_column")
+            if missing:
+                return Description(self._first_shape(first), ())
+            label_type = first.schema_arrow.field(self.label_column).type
         labels = []
         for name in self.files:
-            column = self._file(name).read(columns=[self.label_column]).column(0)
+            with self._file(name) as parquet:
+                column = parquet.read(columns=[self.label_column]).column(0)
             if column.null_count:
                 raise DataError(f"{self._where(name)}: label column {self.label_column} has {column.null_count} null(s)")
             labels.append(pc.unique(column))
@@ -411,7 +410,8 @@ class ParquetImages(Source):
             class_names = sorted(distinct.to_pylist())
         else:
             raise DataError(f"{self.where}: label column {self.label_column} is {label_type}; integers or strings needed")
-        return Description(self._first_shape(first), self.checked_classes(class_names, self.where))
+        with self._file(self.files[0]) as first:
+            return Description(self._first_shape(first), self.checked_classes(class_names, self.where))
 
     def _first_shape(self, first) -> tuple[int, int, int]:
         table = first.read_row_group(0) if first.metadata.num_row_groups else None
@@ -423,20 +423,23 @@ class ParquetImages(Source):
         return self.shape(pixels)
 
     def pieces(self, description: Description) -> list[Piece]:
-        return [Piece(f"part-{n:05d}", "", (name, group)) for n, (name, group) in enumerate(
-            (name, g) for name in self.files for g in range(self._file(name).metadata.num_row_groups))]
+        groups = []
+        for name in self.files:
+            with self._file(name) as parquet:
+                groups.extend((name, g) for g in range(parquet.metadata.num_row_groups))
+        return [Piece(f"part-{n:05d}", item) for n, item in enumerate(groups)]
 
     def splits(self, piece: Piece, description: Description) -> list[str]:
         name, group = piece.items
-        parquet = self._file(name)
-        if "split" in parquet.schema_arrow.names:
-            return self._checked_splits(parquet.read_row_group(group, columns=["split"]).column(0).to_pylist(), name)
-        offset = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
-        rows = parquet.metadata.row_group(group).num_rows
-        origins = [f"{self._where(name)}#{offset + i}" for i in range(rows)]
-        if pa_is_struct(parquet.schema_arrow.field(self.image_column).type):
-            images = parquet.read_row_group(group, columns=[f"{self.image_column}.origin"]).column(0)
-            origins = [o or default for o, default in zip(images.combine_chunks().field("origin").to_pylist(), origins)]
+        with self._file(name) as parquet:
+            if "split" in parquet.schema_arrow.names:
+                return self._checked_splits(parquet.read_row_group(group, columns=["split"]).column(0).to_pylist(), name)
+            offset = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
+            rows = parquet.metadata.row_group(group).num_rows
+            origins = [f"{self._where(name)}#{offset + i}" for i in range(rows)]
+            if pa.types.is_struct(parquet.schema_arrow.field(self.image_column).type):
+                images = parquet.read_row_group(group, columns=[f"{self.image_column}.origin"]).column(0)
+                origins = [o or default for o, default in zip(images.combine_chunks().field("origin").to_pylist(), origins)]
         return [self._split(origin) for origin in origins]
 
     def _split(self, origin: str) -> str:
@@ -450,14 +453,17 @@ class ParquetImages(Source):
 
     def read(self, piece: Piece, description: Description) -> Records:
         name, group = piece.items
-        parquet = self._file(name)
-        columns = [c for c in parquet.schema_arrow.names
-                   if c in (self.image_column, self.label_column, "split", *self.RAW_SHAPE)]
-        table = parquet.read_row_group(group, columns=columns)
-        offset = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
+        with self._file(name) as parquet:
+            columns = [c for c in parquet.schema_arrow.names
+                       if c in (self.image_column, self.label_column, "split", *self.RAW_SHAPE)]
+            table = parquet.read_row_group(group, columns=columns)
+            offset = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
         where = self._where(name)
+        if self.label_column not in table.column_names and not self.scoring:
+            raise DataError(f"{where}: no column {self.label_column}; name the label column with data.label_column")
         decoded = self._decode(table, where, offset)
-        raw = table.column(self.label_column).to_pylist() if self.label_column else [-1] * table.num_rows
+        raw = (table.column(self.label_column).to_pylist() if self.label_column in table.column_names
+               else [-1] * table.num_rows)
         if None in raw:
             raise DataError(f"{where}: label column {self.label_column} has null(s)")
         index = {n: i for i, n in enumerate(description.class_names)}
@@ -479,8 +485,6 @@ class ParquetImages(Source):
 
     def _decode(self, table, where: str, offset: int = 0) -> list[tuple[str, object]]:
         """(origin, pixels or the reason they cannot be read) of every row."""
-        import pyarrow as pa
-
         column = table.column(self.image_column)
         kind = column.type
         rows = []
@@ -507,12 +511,6 @@ class ParquetImages(Source):
             raise DataError(f"{where}: image column {self.image_column} is {kind}; encoded image bytes, raw uint8 bytes "
                             f"with height, width and channels columns, or Spark's image struct needed")
         return rows
-
-
-def pa_is_struct(kind) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_struct(kind)
 
 
 def _raw_image(data: bytes, shape: tuple, origin: str):

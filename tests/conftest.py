@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
 
@@ -85,3 +86,23 @@ def synthetic_archive(tmp_path):
     batches[TEST_BATCH] = cifar_batch(30, 99)
     return write_archive(tmp_path / "tiny.tar.gz", batches)
 
+
+# a network small enough for tests on tiny images of 3 classes
+SMALL_NET = ['model.layers=[{type="conv", filters=4, kernel=3, padding=1}, {type="relu"}, {type="max_pool"}, '
+             '{type="fc", units=3}]']
+
+
+def image(rng, shape) -> Image.Image:
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    return Image.fromarray(pixels[:, :, 0] if shape[2] == 1 else pixels)
+
+
+def image_folder(root, classes=("cat", "dog", "owl"), per_class=8, shape=(8, 10, 3), seed=0):
+    """DIR/<class>/<n>.png|jpg: PNGs and (lossy) JPEGs of random pixels."""
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            suffix = "jpg" if n % 4 == 3 else "png"
+            image(rng, shape).save(root / c / f"{n:03d}.{suffix}")
+    return root

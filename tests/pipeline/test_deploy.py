@@ -12,7 +12,7 @@ from pipeline import config
 from pipeline.cli import main
 from pipeline.predict import predict_arrays, read_test_split
 from pipeline.run import Run
-from tests.pipeline.test_sources import image_folder
+from tests.conftest import image_folder
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from pipeline import layout
 from pipeline.api import open_run
 from pipeline.run import Run
 from pipeline.storage import Storage
-from tests.conftest import REPO, kill_when_paused, wait_until
+from tests.conftest import REPO, SMALL_NET, image_folder, kill_when_paused, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +114,6 @@ def test_sql_on_hdfs(services, spark, local_reference):
 
 
 def test_image_folder_on_hdfs_trains_as_the_same_folder_on_local_disk(services, spark, tmp_path):
-    from tests.pipeline.test_sources import SMALL_NET, image_folder
-
     local = image_folder(tmp_path / "pets", per_class=10)
     data = Storage(f"{HDFS}/data/pets")
     for path in sorted(local.rglob("*.*")):

@@ -21,27 +21,9 @@ from pipeline.sources import open_source, split_rule
 from pipeline.storage import Storage
 from schemas.tables import spec
 from stages.augment import augment
-from tests.conftest import assert_bitwise_equal
+from tests.conftest import SMALL_NET, assert_bitwise_equal, image, image_folder
 
-SMALL_NET = ['model.layers=[{type="conv", filters=4, kernel=3, padding=1}, {type="relu"}, {type="max_pool"}, '
-             '{type="fc", units=3}]']
 TRAIN = ["train.batch_size=12", "train.shard_size=6", "train.epochs=2", "run.keep_iterations=5"]
-
-
-def image(rng, shape) -> Image.Image:
-    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
-    return Image.fromarray(pixels[:, :, 0] if shape[2] == 1 else pixels)
-
-
-def image_folder(root, classes=("cat", "dog", "owl"), per_class=8, shape=(8, 10, 3), seed=0):
-    """DIR/<class>/<n>.png|jpg: PNGs and (lossy) JPEGs of random pixels."""
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for n in range(per_class):
-            suffix = "jpg" if n % 4 == 3 else "png"
-            image(rng, shape).save(root / c / f"{n:03d}.{suffix}")
-    return root
 
 
 def make_run(tmp_path, data, *extra, name="run") -> Run:
@@ -246,7 +228,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path, spark, coarse):
 
 def test_the_last_layer_must_have_the_datas_classes(tmp_path):
     path, _ = cifar100(tmp_path / "c100.tar.gz")
-    with pytest.raises(config.ConfigError, match="5"):
+    with pytest.raises(config.ConfigError, match="needs 5 scores"):
         make_run(tmp_path, path)  # SMALL_NET ends in 3 units
 
 
