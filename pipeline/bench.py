@@ -357,7 +357,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         if size == images:
             continue
         for mode in MODES:
-            scaled.append(bench_mode(spark, cfg, mode, size, 1, work / f"{mode}-{size}"))
+            scaled.append(bench_mode(spark, cfg, mode, size, repeat, work / f"{mode}-{size}"))
             print(table(scaled[-1:], None).splitlines()[-1].replace("n/a", "   "), flush=True)
     variants = []
     if cache_variants:
@@ -400,9 +400,10 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print("\nscaling (seconds per iteration; x PyTorch at the same size; cost per image / cost per image at "
           f"{images}):\n" + scaling_table(result["ratios"]["scaling"], scaled))
     print("\nseconds per stage and iteration:\n" + stage_profile(rows, net))
-    for r in rows:
+    for r in rows + [r for r in scaled if r.images != images]:
         if r.phases:
-            print(f"\nwhere a stage's time goes ({r.name}, seconds, median over iterations):\n" + anatomy_table(r))
+            print(f"\nwhere a stage's time goes ({r.name}, {r.images} images, seconds, median over iterations):\n"
+                  + anatomy_table(r))
     if variants:
         print("\ncache policies (staged mode):\n" + cache_table(variants, net))
     if skipped:
@@ -420,23 +421,31 @@ def scaling_ratios(scaled: list[Row], images: int) -> dict[str, dict[int, dict]]
     result = {}
     for mode in MODES:
         totals = {r.images: r.total for r in scaled if r.name == mode}
+        io = {r.images: r.io_ms_per_mb for r in scaled if r.name == mode}
         result[mode] = {n: {"seconds": t, "x_pytorch": t / torch[n] if n in torch else None,
-                            "per_image_vs_bench_size": (t / n) / (totals[images] / images) if images in totals else None}
+                            "per_image_vs_bench_size": (t / n) / (totals[images] / images) if images in totals else None,
+                            "io_ms_per_mb": io[n]}
                         for n, t in sorted(totals.items())}
     return result
 
 
 def scaling_table(ratios: dict, scaled: list[Row]) -> str:
+    """Seconds, x PyTorch and cost per image by size and mode, and for modes that store their stages the
+    tasks' reading and writing time per MB at that size."""
     torch = {r.images: r.total for r in scaled if r.name.startswith("pytorch cpu")}
     sizes = sorted({n for by_size in ratios.values() for n in by_size})
-    lines = [f"{'images':>7}{'pytorch s':>11}" + "".join(f"{m + ' s':>12}{'x':>7}{'/image':>8}" for m in ratios)]
+    stores = {m for m, by_size in ratios.items() if any(r["io_ms_per_mb"] is not None for r in by_size.values())}
+    lines = [f"{'images':>7}{'pytorch s':>11}" + "".join(f"{m + ' s':>12}{'x':>7}{'/image':>8}"
+                                                         + (f"{'ms/MB':>7}" if m in stores else "") for m in ratios)]
     for n in sizes:
         line = f"{n:>7}" + (f"{torch[n]:>11.3f}" if n in torch else f"{'':>11}")
-        for by_size in ratios.values():
+        for mode, by_size in ratios.items():
             r = by_size.get(n)
             x = f"{r['x_pytorch']:.2f}" if r and r["x_pytorch"] is not None else ""
             per = f"{r['per_image_vs_bench_size']:.2f}" if r and r["per_image_vs_bench_size"] is not None else ""
             line += (f"{r['seconds']:>12.3f}" if r else f"{'':>12}") + f"{x:>7}{per:>8}"
+            if mode in stores:
+                line += f"{r['io_ms_per_mb']:>7.2f}" if r and r["io_ms_per_mb"] is not None else f"{'':>7}"
         lines.append(line)
     return "\n".join(lines)
 

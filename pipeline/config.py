@@ -73,6 +73,7 @@ class DataConfig:
 class SparkConfig:
     master: str = "local[2]"
     partitions: int = 2
+    class_archive: bool = True
     conf: dict = field(default_factory=dict)
 
 

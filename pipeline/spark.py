@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline import signals
+from pipeline.class_archive import ClassArchive
 from pipeline.config import REPO_CONF, Config
 
 LOG_CONFIG = REPO_CONF / "log4j2.properties"
@@ -66,12 +67,15 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     settings.update({k: str(v) for k, v in {**cfg.spark.conf, **(conf or {})}.items()})
     Console.driver_memory = settings["spark.driver.memory"]
+    archive = _class_archive(settings) if cfg.spark.class_archive and not _jvm_running() else None
     if not verbose:
         _launch_quiet_gateway(settings)
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if archive is not None and archive.partial is not None:
+        atexit.register(archive.complete, getattr(spark.sparkContext._gateway, "proc", None))
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
     for name in PYTHON_LOGGERS:
         _python_logger(name).setLevel(logging.WARNING if verbose else logging.CRITICAL)
@@ -85,12 +89,29 @@ def _python_logger(name: str) -> logging.Logger:
     return PySparkLogger.getLogger(name)
 
 
+def _jvm_running() -> bool:
+    """Whether this process has its Spark JVM already (started here, or by spark-submit)."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _class_archive(settings: dict) -> ClassArchive:
+    """The driver JVM about to start maps the machine's class-data archive, or makes it."""
+    archive = ClassArchive()
+    option = archive.java_option()
+    if option:
+        key = "spark.driver.extraJavaOptions"
+        settings[key] = f"{settings.get(key, '')} {option}".strip()
+    return archive
+
+
 def _launch_quiet_gateway(settings: dict) -> None:
     """Start Spark's JVM with its stdout and stderr in a log file, unless one is running already."""
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import launch_gateway
 
-    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+    if _jvm_running():
         return
     handle, name = tempfile.mkstemp(prefix=f"sparkcnn-{os.getpid()}-", suffix="-spark.log")
     Console.jvm_log = Path(name)

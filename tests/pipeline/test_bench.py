@@ -50,7 +50,11 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     assert by_size["200"]["per_image_vs_bench_size"] == 1.0 and by_size["100"]["x_pytorch"] is None
     assert by_size["100"]["per_image_vs_bench_size"] == pytest.approx(
         (by_size["100"]["seconds"] / 100) / (staged["total"] / 200))
-    assert "scaling (seconds per iteration" in printed
+    assert by_size["100"]["io_ms_per_mb"] > 0 and result["ratios"]["scaling"]["fused"]["100"]["io_ms_per_mb"] is None
+    assert "where a stage's time goes (staged, 100 images" in printed
+    scaling = printed.split("scaling (seconds per iteration")[1]
+    assert scaling.splitlines()[1].split() == ["images", "pytorch", "s", "staged", "s", "x", "/image", "ms/MB",
+                                               "memory", "s", "x", "/image", "fused", "s", "x", "/image"]
     policies = {r["name"]: r["bytes_written"] for r in result["cache_policies"]}
     assert policies["relu mask as bytes"] > policies["default (bitmask, int8)"] > policies["all recomputed + sparse"]
     png = (out / "bench.png").read_bytes()

@@ -1,0 +1,134 @@
+"""A class-data archive (Java's AppCDS) of the classes a Spark driver loads, which halves its JVM's start.
+
+The first driver on a machine that finds no archive for its Java and Spark writes one when its JVM
+exits (`-XX:ArchiveClassesAtExit`, under a lock, to a partial file renamed into place once the JVM has
+ended); every later driver maps it (`-XX:SharedArchiveFile`). A JVM that cannot use an archive (another
+Java, another class path) ignores it and loads its classes as usual, so results never depend on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from pipeline.lock import holder_alive, this_process
+
+EXIT_WAIT_S = 120.0
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparkcnn"
+
+
+def java_binary() -> Path | None:
+    """The java that Spark's launcher runs: $JAVA_HOME/bin/java, else the one on the PATH."""
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    return Path(os.path.realpath(found)) if found and Path(found).exists() else None
+
+
+def archive_key(java: Path) -> str:
+    """What an archive is valid for: this java binary and this Spark's jars."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    facts = [str(java), java.stat().st_mtime_ns, pyspark.__version__, str(jars)]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+class ClassArchive:
+    """The archive for this machine's Java and Spark: the JVM option that maps it, or that makes it."""
+
+    def __init__(self, folder: Path | None = None):
+        java = java_binary()
+        self.path = (folder or cache_folder()) / f"spark-driver-{archive_key(java)}.jsa" if java else None
+        self.partial: Path | None = None
+
+    @property
+    def lock(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def java_option(self) -> str:
+        """`-XX:SharedArchiveFile=...` when the archive exists; `-XX:ArchiveClassesAtExit=...` when it does
+        not and no other live process is making it (this one then must call `complete` after its JVM);
+        '' otherwise."""
+        if self.path is None:
+            return ""
+        if self.path.exists():
+            return f"-XX:SharedArchiveFile={self.path}"
+        if not self._take_lock():
+            return ""
+        self.partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        return f"-XX:ArchiveClassesAtExit={self.partial}"
+
+    def _take_lock(self) -> bool:
+        """Whether this process may make the archive: it created the lock, after removing a dead maker's."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(2):
+                try:
+                    fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder and holder_alive(holder):
+                        return False
+                    self._remove_leftovers(holder.get("pid"))
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    json.dump(this_process(), f)
+                return True
+        except OSError:
+            pass
+        return False
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.lock.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _remove_leftovers(self, pid) -> None:
+        """What a maker that died left behind: its lock and its partial archive."""
+        if pid is not None:
+            self.path.with_name(f"{self.path.name}.{pid}.partial").unlink(missing_ok=True)
+        self.lock.unlink(missing_ok=True)
+
+    def complete(self, jvm: subprocess.Popen | None) -> None:
+        """End the JVM that was making the archive (it exits when its stdin closes), wait for it to write
+        the archive, and put the archive in place; a JVM that failed leaves none."""
+        try:
+            if jvm is not None and jvm.stdin is not None:
+                jvm.stdin.close()
+            code = jvm.wait(EXIT_WAIT_S) if jvm is not None else None
+            if code == 0 and self.partial.exists() and self.partial.stat().st_size > 0:
+                os.replace(self.partial, self.path)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            self._remove_leftovers(os.getpid())
+
+
+def make() -> int:
+    """Make this machine's archive now, from a small Spark workload (Parquet, SQL, Arrow, Python workers),
+    unless it exists or another process is making it. The archive is written when this process ends."""
+    import tempfile
+
+    from pipeline.config import Config
+    from pipeline.spark import session
+
+    archive = ClassArchive()
+    if archive.path is None or archive.path.exists():
+        return 0
+    spark = session(Config())
+    with tempfile.TemporaryDirectory() as folder:
+        spark.range(100).selectExpr("id", "id % 3 AS k").write.parquet(f"{folder}/t")
+        spark.read.parquet(f"{folder}/t").groupBy("k").count().orderBy("k").toArrow()
+        spark.sparkContext.parallelize(range(4), 2).map(lambda x: x + 1).collect()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(make())
