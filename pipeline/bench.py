@@ -201,6 +201,7 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
     run.save_config()
     jvm = spark.sparkContext._gateway.proc.pid if spark.sparkContext._gateway.proc else os.getpid()
     run.train(spark, 1)
+    os.sync()  # the measured iterations do not wait for the disk to take what earlier rows wrote
     with PeakMemory(os.getpid(), jvm) as peak:
         run.train(spark, 1 + repeat)
     rows = [m for m in run.metrics().to_pylist() if m["kind"] == "stage" and m["iteration"] >= 1]
@@ -334,7 +335,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     rows = []
     torch_cpu = bench_torch(cfg, x[:images], labels[:images], net, repeat, "cpu") if torch else None
     torch_scaled = [r for n in scaling if n != images and torch
-                    for r in [bench_torch(cfg, x[:n], labels[:n], net, repeat, "cpu")] if r]
+                    for r in [bench_torch(cfg, x[:n], labels[:n], net, scaled_repeat(repeat, images, n), "cpu")] if r]
     for r in (torch_cpu, bench_torch(cfg, x[:images], labels[:images], net, repeat, "cuda") if torch else None):
         if r:
             rows.append(r)
@@ -357,7 +358,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         if size == images:
             continue
         for mode in MODES:
-            scaled.append(bench_mode(spark, cfg, mode, size, repeat, work / f"{mode}-{size}"))
+            scaled.append(bench_mode(spark, cfg, mode, size, scaled_repeat(repeat, images, size), work / f"{mode}-{size}"))
             print(table(scaled[-1:], None).splitlines()[-1].replace("n/a", "   "), flush=True)
     variants = []
     if cache_variants:
@@ -412,6 +413,11 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         print("PyTorch is not installed (pip install 'sparkcnn[torch]'), so there are no ratios to it")
     print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return result
+
+
+def scaled_repeat(repeat: int, images: int, size: int) -> int:
+    """Iterations measured at a scaling size: at least as many images as at the bench's size."""
+    return repeat * max(1, images // size)
 
 
 def scaling_ratios(scaled: list[Row], images: int) -> dict[str, dict[int, dict]]:

@@ -1,9 +1,11 @@
 """A class-data archive (Java's AppCDS) of the classes a Spark driver loads, which halves its JVM's start.
 
-The first driver on a machine that finds no archive for its Java and Spark writes one when its JVM
-exits (`-XX:ArchiveClassesAtExit`, under a lock, to a partial file renamed into place once the JVM has
-ended); every later driver maps it (`-XX:SharedArchiveFile`). A JVM that cannot use an archive (another
-Java, another class path) ignores it and loads its classes as usual, so results never depend on it.
+Every driver maps the archive for its Java and Spark when there is one (`-XX:SharedArchiveFile`). When
+there is none, the command, once it has ended, starts a maker in the background at the lowest priority
+(`python -m pipeline.class_archive`): a small Spark workload whose JVM writes the archive as it exits
+(`-XX:ArchiveClassesAtExit`, under a lock, to a partial file renamed into place once the JVM has ended).
+A JVM that cannot use an archive (another Java, another class path) ignores it and loads its classes as
+usual, so results never depend on it.
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from pipeline.lock import holder_alive, this_process
 
 EXIT_WAIT_S = 120.0
+MAKER_ENV = "SPARKCNN_MAKING_CLASS_ARCHIVE"
 
 
 def cache_folder() -> Path:
@@ -51,18 +55,38 @@ class ClassArchive:
     def lock(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
 
+    @property
+    def failed(self) -> Path:
+        """Left by a maker whose JVM wrote no archive, so that later commands do not try again and again."""
+        return self.path.with_name(self.path.name + ".failed")
+
     def java_option(self) -> str:
-        """`-XX:SharedArchiveFile=...` when the archive exists; `-XX:ArchiveClassesAtExit=...` when it does
-        not and no other live process is making it (this one then must call `complete` after its JVM);
-        '' otherwise."""
+        """`-XX:SharedArchiveFile=...` when the archive exists; in the maker process, when no other live
+        process is making it, `-XX:ArchiveClassesAtExit=...` (the maker then calls `complete` after its
+        JVM); '' otherwise."""
         if self.path is None:
             return ""
         if self.path.exists():
             return f"-XX:SharedArchiveFile={self.path}"
-        if not self._take_lock():
+        if os.environ.get(MAKER_ENV) != "1" or not self._take_lock():
             return ""
         self.partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         return f"-XX:ArchiveClassesAtExit={self.partial}"
+
+    def make_later(self) -> None:
+        """Start the maker, detached and at the lowest priority, unless the archive exists, is being made
+        or could not be made."""
+        if self.path is None or self.path.exists() or self.failed.exists():
+            return
+        holder = self._holder()
+        if holder and holder_alive(holder):
+            return
+        nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+        try:
+            subprocess.Popen([*nice, sys.executable, "-m", "pipeline.class_archive"], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            pass
 
     def _take_lock(self) -> bool:
         """Whether this process may make the archive: it created the lock, after removing a dead maker's."""
@@ -74,7 +98,7 @@ class ClassArchive:
                 except FileExistsError:
                     holder = self._holder()
                     if holder and holder_alive(holder):
-                        return False
+                        return holder.get("pid") == os.getpid()
                     self._remove_leftovers(holder.get("pid"))
                     continue
                 with os.fdopen(fd, "w") as f:
@@ -105,6 +129,8 @@ class ClassArchive:
             code = jvm.wait(EXIT_WAIT_S) if jvm is not None else None
             if code == 0 and self.partial.exists() and self.partial.stat().st_size > 0:
                 os.replace(self.partial, self.path)
+            else:
+                self.failed.write_text(f"the JVM exited with code {code} and wrote no archive\n")
         except (OSError, subprocess.TimeoutExpired):
             pass
         finally:
@@ -113,7 +139,7 @@ class ClassArchive:
 
 def make() -> int:
     """Make this machine's archive now, from a small Spark workload (Parquet, SQL, Arrow, Python workers),
-    unless it exists or another process is making it. The archive is written when this process ends."""
+    unless it exists or another process is making it. The archive is written as this process ends."""
     import tempfile
 
     from pipeline.config import Config
@@ -122,11 +148,18 @@ def make() -> int:
     archive = ClassArchive()
     if archive.path is None or archive.path.exists():
         return 0
-    spark = session(Config())
-    with tempfile.TemporaryDirectory() as folder:
-        spark.range(100).selectExpr("id", "id % 3 AS k").write.parquet(f"{folder}/t")
-        spark.read.parquet(f"{folder}/t").groupBy("k").count().orderBy("k").toArrow()
-        spark.sparkContext.parallelize(range(4), 2).map(lambda x: x + 1).collect()
+    if not archive._take_lock():
+        return 0
+    os.environ[MAKER_ENV] = "1"
+    try:
+        spark = session(Config())
+        with tempfile.TemporaryDirectory() as folder:
+            spark.range(100).selectExpr("id", "id % 3 AS k").write.parquet(f"{folder}/t")
+            spark.read.parquet(f"{folder}/t").groupBy("k").count().orderBy("k").toArrow()
+            spark.sparkContext.parallelize(range(4), 2).map(lambda x: x + 1).collect()
+    except Exception as e:
+        archive.failed.write_text(f"the maker's Spark workload failed: {e}\n")
+        return 1
     return 0
 
 

@@ -76,6 +76,8 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
     spark = builder.getOrCreate()
     if archive is not None and archive.partial is not None:
         atexit.register(archive.complete, getattr(spark.sparkContext._gateway, "proc", None))
+    elif archive is not None:
+        atexit.register(archive.make_later)
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
     for name in PYTHON_LOGGERS:
         _python_logger(name).setLevel(logging.WARNING if verbose else logging.CRITICAL)
@@ -97,7 +99,7 @@ def _jvm_running() -> bool:
 
 
 def _class_archive(settings: dict) -> ClassArchive:
-    """The driver JVM about to start maps the machine's class-data archive, or makes it."""
+    """The driver JVM about to start maps the machine's class-data archive (or, in its maker, makes it)."""
     archive = ClassArchive()
     option = archive.java_option()
     if option:

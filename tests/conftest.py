@@ -40,6 +40,44 @@ def wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 18
         time.sleep(0.2)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def beeline(url: str, query: str) -> list[str]:
+    """The CSV lines (header first) that beeline, from the pyspark wheel's jars, prints for a query."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    done = subprocess.run(["java", "-cp", f"{jars}/*", "org.apache.hive.beeline.BeeLine", "-u", url,
+                           "--outputformat=csv2", "--silent=true", "--showHeader=true", "-e", query],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    prompt = f"0: {url}> "  # beeline echoes its prompt once
+    return [line.removeprefix(prompt) for line in done.stdout.splitlines() if line.strip()]
+
+
+def serve(root: str, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    """`sparkcnn sql --serve` in its own process group, once it says it serves."""
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sql", "--run-root", root, "--serve",
+                                   "--port", str(port), *extra], stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True, cwd=log.parent)
+    wait_until(server, lambda: "serving run" in log.read_text(), "the server", timeout=240)
+    return server
+
+
+def stop_server(server: subprocess.Popen, log: Path) -> None:
+    """SIGTERM ends the server cleanly."""
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=120)
+    assert server.returncode == 0 and "stopping the server (SIGTERM)" in log.read_text()
+
+
 def assert_bitwise_equal(p: dict, q: dict) -> None:
     """Two sets of named arrays are the same, bit for bit."""
     assert set(p) == set(q)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import types
 
 import pytest
 
-from pipeline.class_archive import ClassArchive
+from pipeline import class_archive
+from pipeline.class_archive import MAKER_ENV, ClassArchive
 from pipeline.lock import this_process
 
 
@@ -18,32 +20,56 @@ def archive(tmp_path) -> ClassArchive:
     return archive
 
 
-def test_the_first_process_makes_the_archive_and_later_ones_map_it(archive, tmp_path):
+@pytest.fixture
+def spawned(monkeypatch) -> list:
+    calls = []
+    fake = types.SimpleNamespace(Popen=lambda args, **kw: calls.append(args), DEVNULL=subprocess.DEVNULL,
+                                 TimeoutExpired=subprocess.TimeoutExpired)
+    monkeypatch.setattr(class_archive, "subprocess", fake)  # the module's processes only
+    return calls
+
+
+def test_the_maker_makes_the_archive_and_every_driver_maps_it(archive, tmp_path, monkeypatch):
+    assert archive.java_option() == ""  # a driver does not make it
+    monkeypatch.setenv(MAKER_ENV, "1")
     option = archive.java_option()
     assert option == f"-XX:ArchiveClassesAtExit={archive.partial}"
-    assert ClassArchive(tmp_path).java_option() == ""  # a live maker holds the lock
+    assert ClassArchive(tmp_path).java_option() == f"-XX:ArchiveClassesAtExit={archive.partial}"  # this process
     archive.partial.write_bytes(b"classes")
     jvm = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     archive.complete(jvm)
     assert archive.path.read_bytes() == b"classes"
     assert sorted(p.name for p in tmp_path.iterdir()) == [archive.path.name]
+    monkeypatch.delenv(MAKER_ENV)
     assert ClassArchive(tmp_path).java_option() == f"-XX:SharedArchiveFile={archive.path}"
 
 
-def test_a_jvm_that_fails_leaves_no_archive(archive, tmp_path):
+def test_a_jvm_that_fails_leaves_no_archive_and_no_maker_tries_again(archive, tmp_path, monkeypatch, spawned):
+    monkeypatch.setenv(MAKER_ENV, "1")
     archive.java_option()
     archive.partial.write_bytes(b"half")
     archive.complete(subprocess.Popen(["false"], stdin=subprocess.PIPE))
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [archive.failed.name]
+    archive.make_later()
+    assert spawned == []
 
 
-def test_a_dead_makers_lock_and_partial_archive_are_removed(archive, tmp_path):
+def test_a_missing_archive_is_made_in_the_background_once(archive, spawned):
+    archive.make_later()
+    (args,) = spawned
+    assert args[-2:] == ["-m", "pipeline.class_archive"] and args[:3] == ["nice", "-n", "19"]
+    archive.lock.write_text(json.dumps(this_process()))  # a live maker
+    archive.make_later()
+    assert len(spawned) == 1
+
+
+def test_a_dead_makers_lock_and_partial_archive_are_removed(archive, monkeypatch):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    holder = this_process() | {"pid": dead.pid, "start": "gone"}
-    archive.lock.write_text(json.dumps(holder))
+    archive.lock.write_text(json.dumps(this_process() | {"pid": dead.pid, "start": "gone"}))
     left = archive.path.with_name(f"{archive.path.name}.{dead.pid}.partial")
     left.write_bytes(b"half")
+    monkeypatch.setenv(MAKER_ENV, "1")
     assert archive.java_option().startswith("-XX:ArchiveClassesAtExit=")
     assert not left.exists()
     assert json.loads(archive.lock.read_text())["pid"] == this_process()["pid"]

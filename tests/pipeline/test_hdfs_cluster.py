@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline import config, faults, graph, hdfs, sql
+from pipeline import config, faults, graph, hdfs, sql, sql_server
 from pipeline import layout
 from pipeline.api import open_run
 from pipeline.run import Run
@@ -196,3 +197,48 @@ def test_run_completes_with_a_datanode_stopped_mid_run(services, local_reference
     run = Run.open(root)
     assert_same_params(run, local_reference)
     assert not run.verify()
+
+
+def outward_address() -> str:
+    """An address of this machine other than loopback, where it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def test_jdbc_server_on_hdfs_sees_a_training_as_it_commits(services, tmp_path):
+    import socket
+
+    from tests.conftest import beeline, free_port, serve, stop_server
+
+    root = f"{HDFS}/runs/served"
+    marker = tmp_path / "paused"
+    trainer = sparkcnn(*train_args(root), failpoints="after-commit:i000001.relu1_fwd=pause", marker=marker)
+    wait_until(trainer, marker.exists, "the training's pause in iteration 1")
+    host = outward_address()
+    port = free_port(host)
+    log = tmp_path / "server.log"
+    server = serve(root, port, log, "--host", host)
+    try:
+        url = f"jdbc:hive2://{host}:{port}/default"
+        assert url in log.read_text()
+        query = "SELECT (SELECT COUNT(DISTINCT iteration) FROM relu1_fwd) AS relu, " \
+                "(SELECT COUNT(DISTINCT iteration) FROM loss) AS loss"
+        assert beeline(url, query) == ["relu,loss", "2,1"]  # mid-iteration 1: its relu1_fwd is committed, loss not
+        if host != "127.0.0.1":
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0  # bound to --host only
+        os.killpg(trainer.pid, 9)
+        trainer.wait()
+        ok(sparkcnn(*train_args(root)))
+        time.sleep(3 * sql_server.REFRESH_S)
+        assert beeline(url, query) == ["relu,loss", "2,2"]
+    finally:
+        if trainer.poll() is None:
+            os.killpg(trainer.pid, 9)
+        stop_server(server, log)

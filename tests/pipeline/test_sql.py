@@ -273,21 +273,8 @@ def test_views_follow_the_stages_as_they_commit(spark, tmp_path):
     assert opened.sql("SELECT COUNT(*) AS n FROM manifest").column("n")[0].as_py() == len(run.manifest.keys())
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_jdbc_server_answers_beeline_as_the_cli_does(run, capsys, tmp_path):
-    import signal
-    from pathlib import Path
-
-    import pyspark
-
-    from tests.conftest import wait_until
+    from tests.conftest import beeline, free_port, serve, stop_server
 
     query = "SELECT iteration, COUNT(*) AS n, ROUND(AVG(out_zeros), 6) AS dead FROM relu1_fwd GROUP BY iteration " \
             "ORDER BY iteration"
@@ -296,28 +283,14 @@ def test_jdbc_server_answers_beeline_as_the_cli_does(run, capsys, tmp_path):
 
     port = free_port()
     log = tmp_path / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sql", "--run-root", run.storage.url,
-                                   "--serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True, cwd=tmp_path)
+    server = serve(run.storage.url, port, log)
     try:
-        wait_until(server, lambda: "serving run" in log.read_text(), "the server", timeout=240)
         assert f"jdbc:hive2://127.0.0.1:{port}/default" in log.read_text()
-        jars = Path(pyspark.__file__).parent / "jars"
-        beeline = subprocess.run(
-            ["java", "-cp", f"{jars}/*", "org.apache.hive.beeline.BeeLine", "-u", f"jdbc:hive2://127.0.0.1:{port}/default",
-             "--outputformat=csv2", "--silent=true", "--showHeader=true", "-e", query],
-            capture_output=True, text=True, timeout=180)
-        assert beeline.returncode == 0, beeline.stderr[-3000:]
-        prompt = f"0: jdbc:hive2://127.0.0.1:{port}/default> "  # beeline echoes its prompt once
-        got = [line.removeprefix(prompt) for line in beeline.stdout.splitlines() if line.strip()]
-        assert got == want
+        assert beeline(f"jdbc:hive2://127.0.0.1:{port}/default", query) == want
 
         # a second server on the same port is refused, the port named
         assert main(["sql", "--run-root", run.storage.url, "--serve", "--port", str(port)]) == 2
         assert f"port {port} on 127.0.0.1 is not free" in capsys.readouterr().err
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=120)
-    assert server.returncode == 0 and "stopping the server (SIGTERM)" in log.read_text()
+        stop_server(server, log)
     assert not (tmp_path / "metastore_db").exists()
