@@ -15,11 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipeline.lock import holder_alive, this_process
 
 EXIT_WAIT_S = 120.0
+UNUSED_DAYS = 30
 MAKER_ENV = "SPARKCNN_MAKING_CLASS_ARCHIVE"
 
 
@@ -67,6 +69,10 @@ class ClassArchive:
         if self.path is None:
             return ""
         if self.path.exists():
+            try:
+                os.utime(self.path)  # in use: see `remove_unused`
+            except OSError:
+                pass
             return f"-XX:SharedArchiveFile={self.path}"
         if os.environ.get(MAKER_ENV) != "1" or not self._take_lock():
             return ""
@@ -120,6 +126,16 @@ class ClassArchive:
             self.path.with_name(f"{self.path.name}.{pid}.partial").unlink(missing_ok=True)
         self.lock.unlink(missing_ok=True)
 
+    def remove_unused(self) -> None:
+        """Remove the archives of other Java and Spark installs that no driver mapped for UNUSED_DAYS."""
+        cutoff = time.time() - UNUSED_DAYS * 86400
+        for other in self.path.parent.glob("spark-driver-*.jsa"):
+            try:
+                if other != self.path and other.stat().st_mtime < cutoff:
+                    other.unlink()
+            except OSError:
+                pass
+
     def complete(self, jvm: subprocess.Popen | None) -> None:
         """End the JVM that was making the archive (it exits when its stdin closes), wait for it to write
         the archive, and put the archive in place; a JVM that failed leaves none."""
@@ -129,6 +145,7 @@ class ClassArchive:
             code = jvm.wait(EXIT_WAIT_S) if jvm is not None else None
             if code == 0 and self.partial.exists() and self.partial.stat().st_size > 0:
                 os.replace(self.partial, self.path)
+                self.remove_unused()
             else:
                 self.failed.write_text(f"the JVM exited with code {code} and wrote no archive\n")
         except (OSError, subprocess.TimeoutExpired):

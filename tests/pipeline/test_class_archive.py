@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 import types
 
 import pytest
@@ -36,12 +38,18 @@ def test_the_maker_makes_the_archive_and_every_driver_maps_it(archive, tmp_path,
     assert option == f"-XX:ArchiveClassesAtExit={archive.partial}"
     assert ClassArchive(tmp_path).java_option() == f"-XX:ArchiveClassesAtExit={archive.partial}"  # this process
     archive.partial.write_bytes(b"classes")
+    unused, used = tmp_path / "spark-driver-0000000000000000.jsa", tmp_path / "spark-driver-1111111111111111.jsa"
+    for other, days in ((unused, class_archive.UNUSED_DAYS + 1), (used, class_archive.UNUSED_DAYS - 1)):
+        other.write_bytes(b"another java's")
+        os.utime(other, (time.time() - days * 86400,) * 2)
     jvm = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     archive.complete(jvm)
     assert archive.path.read_bytes() == b"classes"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([archive.path.name, used.name])
     monkeypatch.delenv(MAKER_ENV)
+    os.utime(archive.path, (0, 0))
     assert ClassArchive(tmp_path).java_option() == f"-XX:SharedArchiveFile={archive.path}"
+    assert archive.path.stat().st_mtime > time.time() - 60  # marked as in use
 
 
 def test_a_jvm_that_fails_leaves_no_archive_and_no_maker_tries_again(archive, tmp_path, monkeypatch, spawned):
