@@ -37,11 +37,13 @@ def java_binary() -> Path | None:
 
 
 def archive_key(java: Path) -> str:
-    """What an archive is valid for: this java binary and this Spark's jars."""
+    """What an archive is valid for: this java binary and this install of Spark's jars (the JVM refuses
+    an archive whose jars are other files, even at the same paths, as a reinstall makes them)."""
     import pyspark
 
     jars = Path(pyspark.__file__).parent / "jars"
-    facts = [str(java), java.stat().st_mtime_ns, pyspark.__version__, str(jars)]
+    folder = jars.stat()
+    facts = [str(java), java.stat().st_mtime_ns, pyspark.__version__, str(jars), folder.st_ino, folder.st_mtime_ns]
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
 
 
