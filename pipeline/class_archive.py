@@ -22,6 +22,7 @@ from pipeline.lock import holder_alive, this_process
 
 EXIT_WAIT_S = 120.0
 UNUSED_DAYS = 30
+KEPT = 3
 MAKER_ENV = "SPARKCNN_MAKING_CLASS_ARCHIVE"
 
 
@@ -129,14 +130,20 @@ class ClassArchive:
         self.lock.unlink(missing_ok=True)
 
     def remove_unused(self) -> None:
-        """Remove the archives of other Java and Spark installs that no driver mapped for UNUSED_DAYS."""
+        """Remove the archives of other Java and Spark installs that no driver mapped for UNUSED_DAYS, and
+        all but the KEPT - 1 most recently mapped of the others."""
         cutoff = time.time() - UNUSED_DAYS * 86400
+        others = []
         for other in self.path.parent.glob("spark-driver-*.jsa"):
             try:
-                if other != self.path and other.stat().st_mtime < cutoff:
-                    other.unlink()
+                if other != self.path:
+                    others.append((other.stat().st_mtime, other))
             except OSError:
                 pass
+        others.sort(reverse=True)
+        for rank, (mtime, other) in enumerate(others):
+            if rank >= KEPT - 1 or mtime < cutoff:
+                other.unlink(missing_ok=True)
 
     def complete(self, jvm: subprocess.Popen | None) -> None:
         """End the JVM that was making the archive (it exits when its stdin closes), wait for it to write

@@ -38,14 +38,16 @@ def test_the_maker_makes_the_archive_and_every_driver_maps_it(archive, tmp_path,
     assert option == f"-XX:ArchiveClassesAtExit={archive.partial}"
     assert ClassArchive(tmp_path).java_option() == f"-XX:ArchiveClassesAtExit={archive.partial}"  # this process
     archive.partial.write_bytes(b"classes")
-    unused, used = tmp_path / "spark-driver-0000000000000000.jsa", tmp_path / "spark-driver-1111111111111111.jsa"
-    for other, days in ((unused, class_archive.UNUSED_DAYS + 1), (used, class_archive.UNUSED_DAYS - 1)):
+    others = {tmp_path / f"spark-driver-{i:016d}.jsa": days
+              for i, days in enumerate((class_archive.UNUSED_DAYS + 1, 1, 2, class_archive.UNUSED_DAYS - 1))}
+    for other, days in others.items():
         other.write_bytes(b"another java's")
         os.utime(other, (time.time() - days * 86400,) * 2)
     jvm = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     archive.complete(jvm)
     assert archive.path.read_bytes() == b"classes"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([archive.path.name, used.name])
+    kept = sorted(others, key=others.get)[: class_archive.KEPT - 1]  # the most recently mapped, not too old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([archive.path.name, *(p.name for p in kept)])
     monkeypatch.delenv(MAKER_ENV)
     os.utime(archive.path, (0, 0))
     assert ClassArchive(tmp_path).java_option() == f"-XX:SharedArchiveFile={archive.path}"
