@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import graph
+from pipeline import folder_index, graph, layout
 from pipeline.errors import RunError
 from pipeline.run import Run
 from schemas.tables import table_to_arrays
@@ -50,7 +50,7 @@ class OpenRun:
 
             from pipeline.spark import session
 
-            self._spark = SparkSession.getActiveSession() or session(self.run.cfg)
+            self._spark = SparkSession.getActiveSession() or session(self.run.cfg, querying=True)
         return self._spark
 
     def _catalog(self):
@@ -78,17 +78,19 @@ class OpenRun:
         """Names of the run's views (tables and bookkeeping: manifest, retired), without starting Spark."""
         from pipeline import sql
 
-        self.run.retention.reload()
-        return sql.view_names(sql.view_sources(self.run))
+        return sql.view_names(sql.view_sources(self.run, {}, {}))
 
     def iterations(self, stage: str) -> list[int]:
         """Iterations whose outputs of a stage are stored (retention keeps the last few and inspected ones)."""
         output = self._output(stage)
-        entries = self.run.manifest.entries()
+        listing = self.run.storage.list_stats(layout.MANIFEST)
+        keys = [k for k in folder_index.document_names(listing) if graph.parse_key(k)[0] == stage]
+        entries = self.run.manifest.entries(keys, listing)
         self.run.retention.reload()
-        return sorted(t for key in entries for name, _, t in [graph.parse_key(key)]
-                      if name == stage and t is not None and output in entries[key]["outputs"]
-                      and output not in self.run.retention.retired_outputs(key))
+        retired = self.run.retention.retired_of(entries)
+        return sorted(graph.parse_key(key)[2] for key, entry in entries.items()
+                      if graph.parse_key(key)[2] is not None and output in entry["outputs"]
+                      and output not in retired[key])
 
     def tensor(self, stage: str, output: str, iteration: int | None = None, image_id: int | None = None) -> np.ndarray:
         """A stored tensor with its declared shape. For a per-image stage, `output` is a tensor column of its

@@ -240,10 +240,10 @@ def cmd_sql(args, run: Run) -> int:
         if args.query:
             raise RunError("--serve takes no query: connect a JDBC client to the server and query there")
         sql_server.check_port(args.host, args.port)
-        spark = session(run.cfg, conf=sql_server.SINGLE_SESSION)
+        spark = session(run.cfg, conf=sql_server.SINGLE_SESSION, querying=True)
         return sql_server.serve(spark, sql.RunViews(spark, run), args.host, args.port,
                                 on_ready=lambda line: print(line, flush=True))
-    spark = session(run.cfg)
+    spark = session(run.cfg, querying=True)
     views = sql.RunViews(spark, run)
     if args.query is None:
         return sql_prompt(spark, run, views)

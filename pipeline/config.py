@@ -17,6 +17,10 @@ from schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
 from schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
+# the driver JVM's JIT compilers: C1 only (it starts, and answers a first query, sooner) or C1 then C2
+# (faster code once warm); "auto" takes the first for sessions that query a run, the second for the rest
+JIT_FLAGS = {"quick": "-XX:TieredStopAtLevel=1", "full": ""}
+JITS = ("auto", *JIT_FLAGS)
 DEFAULT_CONFIG = REPO_CONF / "default.toml"
 
 
@@ -74,6 +78,7 @@ class SparkConfig:
     master: str = "local[2]"
     partitions: int = 2
     class_archive: bool = True
+    jit: str = "auto"
     conf: dict = field(default_factory=dict)
 
 
@@ -134,6 +139,7 @@ class Config:
             ("run.checkpoint_every", self.run.checkpoint_every >= 0),
             ("cache.relu_mask", self.cache.relu_mask in RELU_MASKS),
             ("cache.pool_argmax", self.cache.pool_argmax in POOL_ARGMAXES),
+            ("spark.jit", self.spark.jit in JITS),
             ("run.mode", self.run.mode in ("staged", "memory", "fused")),
             ("run.inspect_every", self.run.inspect_every >= 0),
             ("run.inspect_iterations", all(isinstance(i, int) and i >= 0 for i in self.run.inspect_iterations)),

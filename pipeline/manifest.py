@@ -60,13 +60,19 @@ class Manifest:
 
     def refresh_index(self) -> None:
         """Write the manifest's index again if many entries are not in it (pipeline.folder_index)."""
-        folder_index.read_all(self.storage, layout.MANIFEST, self._parse)
+        folder_index.read_documents(self.storage, layout.MANIFEST, self._parse)
 
-    def entries(self) -> dict[str, dict]:
-        """Every committed entry by key, from one listing of the manifest and its index (a run of a
-        thousand iterations has ten thousand entries); DamagedEntry for one that cannot be read."""
-        self._entries = folder_index.read_all(self.storage, layout.MANIFEST, self._parse)
-        return dict(self._entries)
+    def entries(self, keys=None, listing: folder_index.Stats | None = None) -> dict[str, dict]:
+        """Every committed entry by key (or those of the given keys), from one listing of the manifest
+        (or the given one) and its index (a run of a thousand iterations has ten thousand entries);
+        DamagedEntry for one that cannot be read."""
+        wanted = None if keys is None else set(keys).__contains__
+        found = folder_index.read_documents(self.storage, layout.MANIFEST, self._parse, wanted, listing)
+        if keys is None:
+            self._entries = found
+        else:
+            self._entries.update(found)
+        return dict(found)
 
     def readable(self, key: str) -> dict | None:
         """A stage's entry, or None when it is missing or damaged."""

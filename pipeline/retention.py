@@ -49,13 +49,22 @@ class Retention:
     def retired_outputs(self, key: str) -> set[str]:
         """Outputs of a stage that retention removed (empty when none)."""
         if self._retired is None:
-            records = folder_index.read_all(self.storage, layout.RETIRED, _parse_record)
-            self._retired = {k: set(r["outputs"]) if r else self._rebuild(k) for k, r in records.items()}
+            self._retired = self._read_records()
         return self._retired.get(key, set())
+
+    def retired_of(self, keys, listing: folder_index.Stats | None = None) -> dict[str, set[str]]:
+        """The outputs retention removed of the given stages, reading only their records (from the
+        given listing of the records, when there is one) unless every record is read already."""
+        found = self._retired if self._retired is not None else self._read_records(set(keys).__contains__, listing)
+        return {k: found.get(k, set()) for k in keys}
+
+    def _read_records(self, wanted=None, listing=None) -> dict[str, set[str]]:
+        records = folder_index.read_documents(self.storage, layout.RETIRED, _parse_record, wanted, listing)
+        return {k: set(r["outputs"]) if r else self._rebuild(k) for k, r in records.items()}
 
     def refresh_index(self) -> None:
         """Write the records' index again if many records are not in it (pipeline.folder_index)."""
-        folder_index.read_all(self.storage, layout.RETIRED, _parse_record)
+        folder_index.read_documents(self.storage, layout.RETIRED, _parse_record)
 
     def reload(self) -> None:
         """Read the retirement records again when next asked (another process may have retired more)."""

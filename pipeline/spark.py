@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline import signals
 from pipeline.class_archive import ClassArchive
-from pipeline.config import REPO_CONF, Config
+from pipeline.config import JIT_FLAGS, REPO_CONF, Config
 
 LOG_CONFIG = REPO_CONF / "log4j2.properties"
 PYTHON_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
@@ -41,11 +41,12 @@ def jvm_log_tail(limit: int = 200_000) -> str:
     return data[-limit:].decode(errors="replace")
 
 
-def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None, conf: dict | None = None):
+def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None, conf: dict | None = None,
+            querying: bool = False):
     """Get or create the SparkSession for a config (plus `conf`, settings of the command's own);
-    executors run this interpreter. Spark's own
-    console output (the JVM's messages, log4j, stage progress bars, pyspark's error logs) is quiet
-    unless verbose: it goes to a file whose end `jvm_log_tail` returns."""
+    executors run this interpreter. A querying session (SQL on a run) gets the quick JIT when
+    `spark.jit` is auto. Spark's own console output (the JVM's messages, log4j, stage progress bars,
+    pyspark's error logs) is quiet unless verbose: it goes to a file whose end `jvm_log_tail` returns."""
     verbose = Console.verbose if verbose is None else verbose
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -54,18 +55,7 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
-    settings = {
-        "spark.master": cfg.spark.master,
-        "spark.app.name": app_name,
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": str(verbose).lower(),
-        "spark.sql.shuffle.partitions": str(cfg.spark.partitions),
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.driver.memory": "6g",
-    }
-    if LOG_CONFIG.exists():
-        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
-    settings.update({k: str(v) for k, v in {**cfg.spark.conf, **(conf or {})}.items()})
+    settings = spark_settings(cfg, app_name, verbose, conf, querying)
     Console.driver_memory = settings["spark.driver.memory"]
     archive = _class_archive(settings) if cfg.spark.class_archive and not _jvm_running() else None
     if not verbose:
@@ -85,6 +75,26 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
     return spark
 
 
+def spark_settings(cfg: Config, app_name: str, verbose: bool, conf: dict | None, querying: bool) -> dict[str, str]:
+    """The settings a session starts with (the class archive's option aside): the project's, the
+    config's `spark.conf`, the command's own, and the driver JVM's JIT (`spark.jit`)."""
+    settings = {
+        "spark.master": cfg.spark.master,
+        "spark.app.name": app_name,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": str(verbose).lower(),
+        "spark.sql.shuffle.partitions": str(cfg.spark.partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.driver.memory": "6g",
+    }
+    if LOG_CONFIG.exists():
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+    settings.update({k: str(v) for k, v in {**cfg.spark.conf, **(conf or {})}.items()})
+    jit = cfg.spark.jit if cfg.spark.jit != "auto" else "quick" if querying else "full"
+    _add_driver_java_option(settings, JIT_FLAGS[jit])
+    return settings
+
+
 def _python_logger(name: str) -> logging.Logger:
     from pyspark.logger import PySparkLogger
 
@@ -101,11 +111,14 @@ def _jvm_running() -> bool:
 def _class_archive(settings: dict) -> ClassArchive:
     """The driver JVM about to start maps the machine's class-data archive (or, in its maker, makes it)."""
     archive = ClassArchive()
-    option = archive.java_option()
+    _add_driver_java_option(settings, archive.java_option())
+    return archive
+
+
+def _add_driver_java_option(settings: dict, option: str) -> None:
     if option:
         key = "spark.driver.extraJavaOptions"
         settings[key] = f"{settings.get(key, '')} {option}".strip()
-    return archive
 
 
 def _launch_quiet_gateway(settings: dict) -> None:

@@ -7,6 +7,7 @@ and a query that touches a view with removed outputs is told so.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline import graph, layout
+from pipeline import folder_index, graph, layout
 from pipeline.score import latest_scoring
 from schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, SCORES_SCHEMA, STATS_SCHEMA,
                             arrays_schema, images_schema, table_schema)
@@ -42,13 +43,14 @@ class ViewSource:
     def files(self) -> list[str]:
         return [f for files, _ in self.groups for f in files]
 
-    def add(self, run, key: str, entry: dict, output: str, literals: dict | None = None) -> None:
+    def add(self, key: str, entry: dict, output: str, literals: dict, gone: set[str]) -> None:
+        """A stage's files of one output, or, when retention removed them (`gone`), its key."""
         if output not in entry["outputs"]:
             return
-        if output in run.retention.retired_outputs(key):
+        if output in gone:
             self.retired.append(key)
         else:
-            self.groups.append(([f["path"] for f in entry["outputs"][output]], literals or {}))
+            self.groups.append(([f["path"] for f in entry["outputs"][output]], literals))
 
     def signature(self) -> tuple:
         """What the view's DataFrame is built from: it is rebuilt when this changes."""
@@ -63,11 +65,13 @@ def stored_schema(net, table: str) -> pa.Schema:
     return pa.unify_schemas([table_schema(net, table), *layouts])
 
 
-def view_sources(run, entries: dict[str, dict] | None = None) -> dict[str, ViewSource]:
-    """Every view of a run and the committed files behind it, from the manifest's entries."""
+def view_sources(run, entries: dict[str, dict] | None = None,
+                 retired: dict[str, set[str]] | None = None) -> dict[str, ViewSource]:
+    """Every view of a run and the committed files behind it, from the manifest's entries (all of them
+    unless given; given ones fill only the views they feed) and the outputs retention removed of each."""
     entries = run.manifest.entries() if entries is None else entries
+    retired = {k: run.retention.retired_outputs(k) for k in entries} if retired is None else retired
     net = run.network
-    per_image, gradients = net.per_image_stages, net.gradient_stages
     views = {
         "images": ViewSource("images", images_schema(net)),
         "stats": ViewSource("stats", STATS_SCHEMA),
@@ -78,32 +82,45 @@ def view_sources(run, entries: dict[str, dict] | None = None) -> dict[str, ViewS
         "velocity": ViewSource("velocity", arrays_schema("velocity")),
         "metrics": ViewSource("metrics", METRICS_SCHEMA),
     }
-    for stage in per_image:
+    for stage in net.per_image_stages:
         views[stage] = ViewSource(stage, stored_schema(net, stage), literals={"stage": stage})
-    for stage in gradients:
+    for stage in net.gradient_stages:
         views[f"{stage}_grads"] = ViewSource(f"{stage}_grads", arrays_schema(f"{stage}.grads"), literals={"stage": stage})
     scoring = latest_scoring(run)
     if scoring is not None:
         views["scores"] = ViewSource("scores", SCORES_SCHEMA, [(scoring["files"], {})], absolute=True)
+    feeds = view_feeds(net)
     for key in sorted(entries):
-        entry = entries[key]
-        stage, epoch, iteration = graph.parse_key(key)
-        if stage == "ingest":
-            views["images"].add(run, key, entry, "images")
-            views["stats"].add(run, key, entry, "stats")
-        elif stage in ("testset", "batches"):
-            views[stage].add(run, key, entry, graph.PER_IMAGE)
-        elif stage == "evaluate":
-            views["evaluate"].add(run, key, entry, graph.PER_IMAGE, {"eval_epoch": epoch})
-        elif stage in per_image:
-            views[stage].add(run, key, entry, graph.PER_IMAGE)
-        if stage in ("init", "update"):
-            views["params"].add(run, key, entry, "params")
-            views["velocity"].add(run, key, entry, "velocity")
-        if stage in gradients:
-            views[f"{stage}_grads"].add(run, key, entry, "grads")
-        views["metrics"].add(run, key, entry, "metrics")
+        for view, output, literals in feeds(key):
+            views[view].add(key, entries[key], output, literals, retired.get(key, set()))
     return views
+
+
+def view_feeds(net):
+    """feeds(key): the views a committed stage adds files to, as (view, output, literal columns)."""
+    per_image, gradients = set(net.per_image_stages), set(net.gradient_stages)
+
+    def feeds(key: str) -> list[tuple[str, str, dict]]:
+        return of_stage(*graph.parse_key(key)[:2])
+
+    @functools.cache
+    def of_stage(stage: str, epoch) -> list[tuple[str, str, dict]]:
+        found = [("metrics", "metrics", {})]
+        if stage == "ingest":
+            found += [("images", "images", {}), ("stats", "stats", {})]
+        elif stage in ("testset", "batches"):
+            found.append((stage, graph.PER_IMAGE, {}))
+        elif stage == "evaluate":
+            found.append(("evaluate", graph.PER_IMAGE, {"eval_epoch": epoch}))
+        elif stage in per_image:
+            found.append((stage, graph.PER_IMAGE, {}))
+        if stage in ("init", "update"):
+            found += [("params", "params", {}), ("velocity", "velocity", {})]
+        if stage in gradients:
+            found.append((f"{stage}_grads", "grads", {}))
+        return found
+
+    return feeds
 
 
 def run_id(run) -> str:
@@ -119,15 +136,17 @@ def view_names(sources: dict[str, ViewSource]) -> list[str]:
 
 
 class RunViews:
-    """A run's views in one SparkSession. A view is registered when a query first names it, from one
-    read of the manifest (its index) and one DataFrame over the view's committed files with the schema
-    the project declares (no schema inference, no Spark job); it is registered again when the files
-    behind it change, so every query sees what is committed at that moment."""
+    """A run's views in one SparkSession. A view is registered when a query first names it, from the
+    manifest entries and retirement records of the stages that feed it only (through the folders'
+    indexes) and one DataFrame over the view's committed files with the schema the project declares (no
+    schema inference, no Spark job); it is registered again when the files behind it change, so every
+    query sees what is committed at that moment."""
 
     def __init__(self, spark, run):
         self.spark, self.run = spark, run
         self.sources: dict[str, ViewSource] = {}
-        self.entries: dict[str, dict] = {}
+        self._complete: set[str] = set()
+        self._entries: dict[str, dict] | None = None
         self._listing = None
         self._registered: dict[str, tuple] = {}
         # explicit file lists are checked on the driver, not by a Spark job per view
@@ -139,16 +158,23 @@ class RunViews:
         return view_names(self.sources)
 
     def refresh(self) -> bool:
-        """Read the manifest again when a stage was committed, removed or retired since; True then."""
+        """List the manifest again, and forget what was read of it when a stage was committed, removed or
+        retired since; True then."""
         storage = self.run.storage
         listing = tuple(storage.list_stats(folder) for folder in (layout.MANIFEST, layout.RETIRED, layout.SCORES))
         if listing == self._listing:
             return False
         self.run.retention.reload()
-        self.entries = self.run.manifest.entries()
-        self.sources = view_sources(self.run, self.entries)
-        self._listing = listing
+        self._listing, self._entries, self._complete = listing, None, set()
+        self.sources = view_sources(self.run, {}, {})
         return True
+
+    @property
+    def entries(self) -> dict[str, dict]:
+        """Every committed manifest entry (as of the last refresh)."""
+        if self._entries is None:
+            self._entries = self.run.manifest.entries(listing=self._listing[0])
+        return self._entries
 
     def prepare(self, query: str) -> list[str]:
         """Register the views a query names (as they are now); the notes it should print."""
@@ -159,11 +185,29 @@ class RunViews:
 
     def register(self, names=None) -> None:
         """Register the named views (default: all) whose committed files changed since they were."""
-        for name in self.names() if names is None else names:
+        names = self.names() if names is None else names
+        self._fill([n for n in names if n in self.sources])
+        for name in names:
             signature = self._signature(name)
             if self._registered.get(name) != signature:
                 self._frame(name).createOrReplaceTempView(name)
                 self._registered[name] = signature
+
+    def _fill(self, names: list[str]) -> None:
+        """Complete the sources of the named views from the entries and records of the stages feeding them."""
+        missing = set(names) - self._complete
+        if not missing:
+            return
+        feeds = view_feeds(self.run.network)
+        keys = [k for k in folder_index.document_names(self._listing[0])
+                if any(view in missing for view, _, _ in feeds(k))]
+        entries = ({k: self.entries[k] for k in keys if k in self.entries} if self._entries is not None
+                   else self.run.manifest.entries(keys, self._listing[0]))
+        retired = self.run.retention.retired_of(entries, self._listing[1])
+        filled = view_sources(self.run, entries, retired)
+        for name in missing:
+            self.sources[name] = filled[name]
+        self._complete |= missing
 
     def _signature(self, name: str) -> tuple:
         if name in BOOKKEEPING_VIEWS:

@@ -4,9 +4,10 @@
 
 For each run root, two fresh processes: the first opens the run with no manifest index (as the first
 reader of a run does; it writes the index), the second with it. Each times, in order: a bare session
-start plus `SELECT 1`; opening the run (one read of the manifest) plus `SELECT 1`; a summary-column query;
-the README's dead-ReLU query (a tensor function over every stored ReLU output); registering every view
-(what `sparkcnn sql --serve` does at start).
+start plus `SELECT 1`; opening the run (the listings of its manifest and records) plus `SELECT 1`; a
+summary-column query (with the reading of the entries of the stage it names); the README's dead-ReLU
+query (a tensor function over every stored ReLU output); registering every view (what `sparkcnn sql
+--serve` does at start).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def measure(root: str) -> dict:
     channels = run.network.layer(relu).out_shape[-1]
     timings = {}
     start = time.perf_counter()
-    spark = session(run.cfg)
+    spark = session(run.cfg, querying=True)
     spark.sql("SELECT 1").collect()
     timings["session"] = time.perf_counter() - start
     start = time.perf_counter()

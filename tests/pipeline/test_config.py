@@ -34,6 +34,7 @@ def test_config_file_then_overrides(tmp_path):
     ("data.augment.flip=1", "data.augment.flip"),
     ("data.augment.mirror=true", "data.augment.mirror"),
     ("data.test_fraction=1.0", "data.test_fraction"),
+    ("spark.jit='c2'", "spark.jit"),
 ])
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

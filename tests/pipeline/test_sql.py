@@ -254,6 +254,24 @@ def test_python_api_names_what_is_wrong(run, tmp_path):
         open_run(str(tmp_path / "empty"))
 
 
+def test_a_query_reads_the_entries_of_the_views_it_names_only(spark, run, monkeypatch):
+    from pipeline import retention
+
+    opened = Run.open(run.storage.url)
+    parsed = []
+    parse_entry, parse_record = opened.manifest._parse, retention._parse_record
+    monkeypatch.setattr(opened.manifest, "_parse", lambda key, data: parsed.append(key) or parse_entry(key, data))
+    monkeypatch.setattr(retention, "_parse_record", lambda key, data: parsed.append(key) or parse_record(key, data))
+    views = sql.RunViews(spark, opened)
+    views.prepare("SELECT 1")
+    assert parsed == [] and "conv1_fwd" in views.names()
+    views.prepare("SELECT COUNT(*) FROM conv1_fwd")
+    assert parsed and {graph.parse_key(k)[0] for k in parsed} == {"conv1_fwd"}
+    everything = sql.view_sources(Run.open(run.storage.url))
+    assert views.sources["conv1_fwd"].signature() == everything["conv1_fwd"].signature()
+    assert views.sources["conv1_fwd"].retired == everything["conv1_fwd"].retired != []
+
+
 def test_views_follow_the_stages_as_they_commit(spark, tmp_path):
     from pipeline.api import open_run
 
