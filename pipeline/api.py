@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import folder_index, graph, layout
+from pipeline import graph
 from pipeline.errors import RunError
 from pipeline.run import Run
 from schemas.tables import table_to_arrays
@@ -82,15 +82,13 @@ class OpenRun:
 
     def iterations(self, stage: str) -> list[int]:
         """Iterations whose outputs of a stage are stored (retention keeps the last few and inspected ones)."""
+        from pipeline import sql
+
         output = self._output(stage)
-        listing = self.run.storage.list_stats(layout.MANIFEST)
-        keys = [k for k in folder_index.document_names(listing) if graph.parse_key(k)[0] == stage]
-        entries = self.run.manifest.entries(keys, listing)
         self.run.retention.reload()
-        retired = self.run.retention.retired_of(entries)
-        return sorted(graph.parse_key(key)[2] for key, entry in entries.items()
-                      if graph.parse_key(key)[2] is not None and output in entry["outputs"]
-                      and output not in retired[key])
+        entries, retired = sql.committed(self.run, lambda key: graph.parse_key(key)[0] == stage)
+        return sorted(t for key, entry in entries.items() for t in [graph.parse_key(key)[2]]
+                      if t is not None and output in entry["outputs"] and output not in retired[key])
 
     def tensor(self, stage: str, output: str, iteration: int | None = None, image_id: int | None = None) -> np.ndarray:
         """A stored tensor with its declared shape. For a per-image stage, `output` is a tensor column of its

@@ -28,11 +28,11 @@ def document_names(stats: Stats) -> list[str]:
 
 
 def read_documents(storage: Storage, folder: str, parse: Callable[[str, bytes], dict],
-                   wanted: Callable[[str], bool] | None = None, stats: Stats | None = None) -> dict[str, dict]:
+                   wanted: Callable[[str], bool] | None = None, listing: Stats | None = None) -> dict[str, dict]:
     """The `<name>.json` documents of a folder by name (without the suffix), every one or those
-    wanted(name) accepts, each parsed by parse(name, data), which may raise for a damaged one. `stats` is
-    the folder's listing when the caller has it."""
-    stats = storage.list_stats(folder) if stats is None else stats
+    wanted(name) accepts, each parsed by parse(name, data), which may raise for a damaged one. `listing`
+    is the folder's (`Storage.list_stats`) when the caller has it."""
+    stats = storage.list_stats(folder) if listing is None else listing
     index = _Index(storage, folder)
     names = document_names(stats)
     taken = {name: index.get(name, stats[name + SUFFIX])

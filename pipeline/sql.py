@@ -123,6 +123,14 @@ def view_feeds(net):
     return feeds
 
 
+def committed(run, wanted, manifest_listing=None, retired_listing=None) -> tuple[dict, dict]:
+    """The manifest entries of the committed stages whose keys wanted(key) accepts, and the outputs
+    retention removed of each (from the given listings of the two folders, else from new ones)."""
+    listing = run.storage.list_stats(layout.MANIFEST) if manifest_listing is None else manifest_listing
+    entries = run.manifest.entries([k for k in folder_index.document_names(listing) if wanted(k)], listing)
+    return entries, run.retention.retired_of(entries, retired_listing)
+
+
 def run_id(run) -> str:
     return run.storage.url.rstrip("/").rsplit("/", 1)[-1]
 
@@ -199,11 +207,8 @@ class RunViews:
         if not missing:
             return
         feeds = view_feeds(self.run.network)
-        keys = [k for k in folder_index.document_names(self._listing[0])
-                if any(view in missing for view, _, _ in feeds(k))]
-        entries = ({k: self.entries[k] for k in keys if k in self.entries} if self._entries is not None
-                   else self.run.manifest.entries(keys, self._listing[0]))
-        retired = self.run.retention.retired_of(entries, self._listing[1])
+        entries, retired = committed(self.run, lambda key: any(view in missing for view, _, _ in feeds(key)),
+                                     *self._listing[:2])
         filled = view_sources(self.run, entries, retired)
         for name in missing:
             self.sources[name] = filled[name]
