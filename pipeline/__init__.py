@@ -1,1 +1,4 @@
 """Orchestration: runs, manifests, resume, Spark execution and the command line."""
+from pipeline import numerics
+
+numerics.pin()  # before numpy loads in this process

@@ -23,6 +23,7 @@ from pipeline.lock import holder_alive, this_process
 EXIT_WAIT_S = 120.0
 UNUSED_DAYS = 30
 KEPT = 3
+MAKER_WAIT_S = 600.0
 MAKER_ENV = "SPARKCNN_MAKING_CLASS_ARCHIVE"
 
 
@@ -117,6 +118,16 @@ class ClassArchive:
             pass
         return False
 
+    def wait_for_maker(self, timeout_s: float = MAKER_WAIT_S) -> None:
+        """Wait while another live process makes the archive (a command that just ended may have started
+        one), so that what starts next maps it."""
+        deadline = time.monotonic() + timeout_s
+        while not self.path.exists() and time.monotonic() < deadline:
+            holder = self._holder()
+            if not (holder and holder_alive(holder)):
+                return
+            time.sleep(0.5)
+
     def _holder(self) -> dict:
         try:
             return json.loads(self.lock.read_text())
@@ -175,7 +186,9 @@ def make() -> int:
     if archive.path is None or archive.path.exists():
         return 0
     if not archive._take_lock():
-        return 0
+        archive.wait_for_maker()
+        if archive.path.exists() or not archive._take_lock():
+            return 0
     os.environ[MAKER_ENV] = "1"
     try:
         spark = session(Config())

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
-from pipeline import chain, faults, graph
+from pipeline import chain, faults, graph, numerics
 from pipeline.layout import output_path, progress_record
 from pipeline.storage import Storage
 from schemas.tables import TASK_RESULT_SCHEMA, table_schema, table_to_arrays
@@ -191,6 +191,7 @@ def execute(task: StageTask | FusedTask | MultiStageTask, indices):
 
     BLAS runs single-threaded (one task per core), which also keeps its sums in one fixed order.
     """
+    numerics.check_worker()
     with threadpool_limits(limits=1, user_api="blas"):
         if isinstance(task, MultiStageTask):
             yield from run_stages_of_partition(task, list(indices))

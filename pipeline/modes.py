@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from pipeline import chain, graph, layout, planner
+from pipeline import chain, graph, layout, numerics, planner
 from pipeline.errors import JobFailed, RunError
 from pipeline.executor import FusedTask, MultiStageTask, Params, StageTask, Unit, in_job_input
 from pipeline.runners import check_parts, run_task, write_table
@@ -290,6 +290,7 @@ class WholeIteration:
 def _memory_stage(stage: str, sources: list[str], elements: tuple, ctx: StageContext, params: Params) -> dict:
     from threadpoolctl import threadpool_limits
 
+    numerics.check_worker()
     produced = {s: {o: chain.from_ipc(b) for o, b in e["tables"].items()} for s, e in zip(sources, elements)}
     with threadpool_limits(limits=1, user_api="blas"):
         result = chain.run_stage(stage, produced, params.bind(ctx))

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import config as config_mod
-from pipeline import faults, graph, ingest, layout, metrics, modes, planner, runners, signals
+from pipeline import faults, graph, ingest, layout, metrics, modes, numerics, planner, runners, signals
 from pipeline.config import Config, ConfigError
 from pipeline.errors import JobFailed, RunError
 from pipeline.executor import Params
@@ -150,7 +150,11 @@ class Run:
         return cls(config_mod.from_dict(config_mod.apply_overrides(raw, list(overrides))), storage.url)
 
     def save_config(self) -> None:
-        """Record the config at the run root; a run root keeps the result settings it began with."""
+        """Record the config at the run root; a run root keeps the result settings it began with, and the
+        arithmetic its first parameters were computed with."""
+        init = self.manifest.readable("init")
+        if init is not None:
+            numerics.check_run(init.get("arithmetic", numerics.PINNED), self.storage.url)
         if self.storage.exists(layout.CONFIG):
             saved = json.loads(self.storage.read_bytes(layout.CONFIG))
             old = {s: saved[s] for s in Config.RESULT_SECTIONS}
@@ -397,7 +401,8 @@ class Run:
         for f in outputs:
             grouped.setdefault(f["output"], []).append({k: f[k] for k in ("part", "output", "path", "rows", "bytes")})
         return {"key": key, "stage": stage, "epoch": epoch, "iteration": iteration, "identity": identity,
-                "inputs": inputs, "extra": extra_identity, "outputs": grouped, "values": values, "cache": self.cache}
+                "inputs": inputs, "extra": extra_identity, "outputs": grouped, "values": values, "cache": self.cache,
+                "arithmetic": numerics.arithmetic()}
 
     def identity(self, key: str, inputs: list[str], extra: dict) -> str:
         """Hash of the stage, the settings that shape results, and its inputs' identities."""
@@ -407,7 +412,8 @@ class Run:
             if entry is None:
                 raise MissingInput(f"cannot run {key}: its input stage {dep} is not committed")
             input_ids[dep] = entry["identity"]
-        doc = {"key": key, "settings": self.cfg.result_settings(), "inputs": input_ids, **extra}
+        doc = {"key": key, "settings": self.cfg.result_settings(), "inputs": input_ids, **extra,
+               **numerics.identity_extra()}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def last_checkpoint(self) -> int:

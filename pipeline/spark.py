@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import signals
+from pipeline import numerics, signals
 from pipeline.class_archive import ClassArchive
 from pipeline.config import JIT_FLAGS, REPO_CONF, Config
 
@@ -86,6 +86,7 @@ def spark_settings(cfg: Config, app_name: str, verbose: bool, conf: dict | None,
         "spark.sql.shuffle.partitions": str(cfg.spark.partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": "6g",
+        **numerics.executor_env(),
     }
     if LOG_CONFIG.exists():
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"

@@ -13,6 +13,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import pipeline  # noqa: F401  (pins the BLAS kernels before numpy loads)
 import numpy as np
 import pytest
 from PIL import Image

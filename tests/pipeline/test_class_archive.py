@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import class_archive
 from pipeline.class_archive import MAKER_ENV, ClassArchive
-from pipeline.lock import this_process
+from pipeline.lock import _process_start, this_process
 
 
 @pytest.fixture
@@ -90,3 +90,15 @@ def test_the_driver_jvm_maps_the_machines_archive(spark):
     assert path is not None and path.exists(), "the tests' session start did not make the archive"
     maps = open(f"/proc/{spark.sparkContext._gateway.proc.pid}/maps").read()
     assert str(path) in maps
+
+
+def test_making_waits_for_a_live_maker_that_a_command_started_just_before(archive, monkeypatch):
+    """The README's second command (the tests) right after its first: the session start waits for the
+    background maker instead of starting the tests' JVMs without the archive."""
+    maker = subprocess.Popen(["sh", "-c", f"sleep 2 && printf classes > {archive.path}"])
+    archive.lock.write_text(json.dumps(this_process() | {"pid": maker.pid, "start": _process_start(maker.pid)}))
+    monkeypatch.setattr(class_archive, "cache_folder", lambda: archive.path.parent)
+    started = time.monotonic()
+    assert class_archive.make() == 0
+    assert archive.path.read_bytes() == b"classes" and time.monotonic() - started >= 1.5
+    maker.wait()
