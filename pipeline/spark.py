@@ -18,6 +18,7 @@ PYTHON_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 DYING_JVM = ("OutOfMemoryError", "Connection refused", "Answer from Java side is empty",
              "Error while sending or receiving")
 JVM_EXIT_WAIT_S = 10.0
+FORBID_JVM = "SPARKCNN_FORBID_JVM"  # set by the test suite where no JVM may start
 
 
 class Console:
@@ -48,6 +49,8 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
     `spark.jit` is auto. Spark's own console output (the JVM's messages, log4j, stage progress bars,
     pyspark's error logs) is quiet unless verbose: it goes to a file whose end `jvm_log_tail` returns."""
     verbose = Console.verbose if verbose is None else verbose
+    if os.environ.get(FORBID_JVM) and not _jvm_running():
+        raise RuntimeError(f"a JVM was about to start where {FORBID_JVM} forbids it (a test not marked spark)")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

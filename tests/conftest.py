@@ -21,11 +21,30 @@ from PIL import Image
 from pipeline.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
 
 REPO = Path(__file__).resolve().parent.parent
+FORBID_JVM = "SPARKCNN_FORBID_JVM"
 
 
-def pytest_sessionstart(session) -> None:
-    subprocess.run([sys.executable, "-m", "pipeline.class_archive"], cwd=REPO, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that uses the session's Spark, or trains end to end (`slow`), is a Spark test."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.spark)
+
+
+def pytest_collection_finish(session) -> None:
+    """Before the first Spark test, the machine's JVM class archive (waiting for a maker that a command
+    started just before); a selection without Spark tests starts no JVM."""
+    if any(item.get_closest_marker("spark") for item in session.items):
+        subprocess.run([sys.executable, "-m", "pipeline.class_archive"], cwd=REPO, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(autouse=True)
+def jvm_only_in_spark_tests(request, monkeypatch) -> None:
+    """A test not marked `spark` that starts a JVM (here or in a process it starts) fails, naming the
+    marker: the fast path `pytest -m "not spark"` stays free of JVMs."""
+    if request.node.get_closest_marker("spark") is None:
+        monkeypatch.setenv(FORBID_JVM, "1")
 
 
 def wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 180) -> None:
