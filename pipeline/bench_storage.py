@@ -61,9 +61,10 @@ def shard_table(size: int) -> pa.Table:
     return pa.table({"image_id": pa.array(np.arange(rows, dtype=np.int64)), "out": pa.array([blob] * rows, pa.binary())})
 
 
-def file_costs(storage: Storage, files: int, size: int) -> dict:
-    """Write then read `files` Parquet files of about `size` bytes as a stage's tasks do: ms per file each
-    way (median), and the NameNode operations per file."""
+def file_costs(storage: Storage, files: int, size: int, fresh: bool = True) -> dict:
+    """Write then read `files` Parquet files of about `size` bytes as a stage's tasks do (`fresh`: in place,
+    else under a temporary name renamed into place): ms per file each way (median), and the NameNode
+    operations per file."""
     folder = f"bench-storage/{uuid.uuid4().hex[:8]}"
     table = shard_table(size)
     writes, reads, paths = [], [], []
@@ -71,7 +72,7 @@ def file_costs(storage: Storage, files: int, size: int) -> dict:
         for n in range(files):
             path = f"{folder}/out-{n:04d}-{uuid.uuid4().hex[:12]}.parquet"
             t0 = time.perf_counter()
-            written = storage.write_parquet(table, path)
+            written = storage.write_parquet(table, path, fresh)
             writes.append(time.perf_counter() - t0)
             paths.append(path)
     with Counted(storage) as read:
@@ -80,7 +81,7 @@ def file_costs(storage: Storage, files: int, size: int) -> dict:
             storage.read_parquet(path)
             reads.append(time.perf_counter() - t0)
     storage.remove(folder)
-    return {"files": files, "bytes": written, "write_ms": 1000 * statistics.median(writes),
+    return {"fresh": fresh, "files": files, "bytes": written, "write_ms": 1000 * statistics.median(writes),
             "read_ms": 1000 * statistics.median(reads),
             "write_ops": {k: v / files for k, v in wrote.ops.items()},
             "read_ops": {k: v / files for k, v in read.ops.items()}}
@@ -94,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     storage = Storage(args.root)
     file_costs(storage, 3, 4096)  # warm-up: connections, folders
-    for size in (int(s) for s in args.sizes.split(",")):
-        r = file_costs(storage, args.files, size)
+    for size, fresh in ((int(s), fresh) for s in args.sizes.split(",") for fresh in (True, False)):
+        r = file_costs(storage, args.files, size, fresh)
         ops = " ".join(f"{k}={v:g}" for k, v in r["write_ops"].items() if v)
         rops = " ".join(f"{k}={v:g}" for k, v in r["read_ops"].items() if v)
-        print(f"{r['bytes'] / 1e6:9.3f} MB  write {r['write_ms']:7.2f} ms/file  read {r['read_ms']:7.2f} ms/file"
+        print(f"{'in place' if fresh else 'renamed':<9}{r['bytes'] / 1e6:9.3f} MB  write {r['write_ms']:7.2f} ms/file  read {r['read_ms']:7.2f} ms/file"
               f"  | per file written: {ops or '-'} | read: {rops or '-'}", flush=True)
     return 0
 

@@ -20,7 +20,8 @@ from tests.conftest import REPO, SMALL_NET, image_folder, kill_when_paused, wait
 
 pytestmark = pytest.mark.slow
 
-HDFS_PORT, SPARK_PORT = 19820, 17077
+HDFS_PORT = int(os.environ.get("SPARKCNN_TEST_HDFS_PORT", "19820"))
+SPARK_PORT = int(os.environ.get("SPARKCNN_TEST_SPARK_PORT", "17077"))
 HDFS = f"hdfs://127.0.0.1:{HDFS_PORT}"
 CLUSTER = f"spark://127.0.0.1:{SPARK_PORT}"
 SETTINGS = ["train.batch_size=200", "train.shard_size=50", "train.epochs=1", "run.keep_iterations=5"]
