@@ -3,6 +3,7 @@ micro-benchmark of the write and read path of a run root (`python -m pipeline.be
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -54,11 +55,57 @@ class Counted:
             self.ops = delta(self._before, namenode_counters(self.address))
 
 
+def stage_io(entries: list[dict], ops: dict[str, int], iterations: int) -> dict:
+    """Per iteration of a staged row: bytes and files its stages read and wrote, NameNode operations (on
+    HDFS), and the tasks' reading and writing time per MB and per file."""
+    if not entries:
+        return {}
+    read_s = sum(e["phases"]["read"] + e["phases"]["write"] for e in entries)
+    moved = sum(e["read_bytes"] + e["bytes"] for e in entries)
+    files_written = sum(len(fs) for e in entries for fs in e["outputs"].values())
+    files = files_written + sum(e.get("read_files", 0) for e in entries)
+    return {"bytes_written": sum(e["bytes"] for e in entries) / iterations,
+            "bytes_read": sum(e["read_bytes"] for e in entries) / iterations,
+            "files_written": files_written / iterations, "files_read": (files - files_written) / iterations,
+            "namenode_ops": {k: v / iterations for k, v in ops.items()},
+            "ms_per_mb": 1000 * read_s / (moved / 1e6) if moved else None,
+            "ms_per_file": 1000 * read_s / files if files else None}
+
+
+def params_digest(run, iteration: int) -> str:
+    """A digest of the parameters an iteration starts from: equal digests, bitwise equal parameters."""
+    params = run.params_at(iteration)
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode() + params[name].tobytes())
+    return digest.hexdigest()[:16]
+
+
+def storage_table(rows) -> str:
+    """One line per row that stored its stages: what an iteration moves and what that costs."""
+    head = (f"{'row':<34}{'MB written':>11}{'MB read':>9}{'files':>7}{'NN ops':>8}{'NN rpc':>8}{'ms/MB':>7}"
+            f"{'ms/file':>8}{'fixed s':>8}{'same params':>12}")
+    lines = [head]
+    for r in rows:
+        io = r.storage
+        if not io:
+            continue
+        ops = io["namenode_ops"]
+        lines.append(f"{r.name:<34}{io['bytes_written'] / 1e6:>11.1f}{io['bytes_read'] / 1e6:>9.1f}"
+                     f"{io['files_written'] + io['files_read']:>7.0f}"
+                     + (f"{ops['TotalFileOps']:>8.0f}{ops['rpc']:>8.0f}" if ops else f"{'':>16}")
+                     + f"{io['ms_per_mb'] or 0:>7.2f}{io['ms_per_file'] or 0:>8.2f}"
+                     + (f"{r.fixed_cost:>8.3f}" if r.fixed_cost is not None else f"{'':>8}")
+                     + f"{'' if r.same_params is None else ('yes' if r.same_params else 'NO'):>12}")
+    return "\n".join(lines)
+
+
 def shard_table(size: int) -> pa.Table:
     """A table like a stage's output: an id column and one binary tensor column of about `size` bytes."""
     rows = max(1, size // 4096)
     blob = np.random.default_rng(0).bytes(max(1, size // rows))
-    return pa.table({"image_id": pa.array(np.arange(rows, dtype=np.int64)), "out": pa.array([blob] * rows, pa.binary())})
+    return pa.table({"image_id": pa.array(np.arange(rows, dtype=np.int64)),
+                     "out": pa.array([blob] * rows, pa.binary())})
 
 
 def file_costs(storage: Storage, files: int, size: int, fresh: bool = True) -> dict:
@@ -99,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         r = file_costs(storage, args.files, size, fresh)
         ops = " ".join(f"{k}={v:g}" for k, v in r["write_ops"].items() if v)
         rops = " ".join(f"{k}={v:g}" for k, v in r["read_ops"].items() if v)
-        print(f"{'in place' if fresh else 'renamed':<9}{r['bytes'] / 1e6:9.3f} MB  write {r['write_ms']:7.2f} ms/file  read {r['read_ms']:7.2f} ms/file"
+        print(f"{'in place' if fresh else 'renamed':<9}{r['bytes'] / 1e6:9.3f} MB  write {r['write_ms']:7.2f} ms/file"
+              f"  read {r['read_ms']:7.2f} ms/file"
               f"  | per file written: {ops or '-'} | read: {rops or '-'}", flush=True)
     return 0
 

@@ -1,6 +1,7 @@
 """hdfs:// run roots: the namespace (listings, renames, deletes) through hdfs-native's NameNode RPC, file
-contents over WebHDFS, one HTTP request per file to a DataNode. A WebHDFS DataNode reads and writes blocks with Hadoop's own client, which routes
-around a failed DataNode; on top of that, a request that a DataNode does not answer is retried on another.
+contents over WebHDFS, one HTTP request per file to a DataNode. A WebHDFS DataNode reads and writes blocks
+with Hadoop's own client, which routes around a failed DataNode; on top of that, a request that a DataNode
+does not answer is retried on another.
 """
 from __future__ import annotations
 
