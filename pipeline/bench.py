@@ -397,6 +397,8 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         hdfs_total = by_name["staged on hdfs"].total
         result["ratios"] |= {"hdfs_to_staged": hdfs_total / by_name["staged"].total,
                              "hdfs_to_memory": hdfs_total / by_name["memory"].total}
+    roots = {"local": str(work), **({"hdfs": hdfs_root} if hdfs_root else {})}
+    result["file_costs"] = bench_storage.per_file_costs(roots)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     chart(rows, scaled, out / "bench.png")
     print()
@@ -404,6 +406,8 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print("\nper iteration, what each stored row moves (files read and written; NN ops and rpc: the NameNode's file "
           "operations and RPC calls, on HDFS) and what that costs; same params: bitwise equal to staged\n"
           + bench_storage.storage_table(rows))
+    print("".join(f"a small file on {name}: write {c['write_ms']:.2f} ms, read {c['read_ms']:.2f} ms\n"
+                  for name, c in result["file_costs"].items()), end="")
     print(f"\nstaged / memory: {result['ratios']['staged_to_memory']:.2f}")
     print("fixed cost of a stage (fixed s: the loss stage, which computes next to nothing); ms/MB: the tasks' "
           "reading and writing time per MB read and written"

@@ -134,6 +134,11 @@ def file_costs(storage: Storage, files: int, size: int, fresh: bool = True) -> d
             "read_ops": {k: v / files for k, v in read.ops.items()}}
 
 
+def per_file_costs(roots: dict[str, str], files: int = 20, size: int = 4096) -> dict[str, dict]:
+    """file_costs of small files (what a file costs beyond its bytes) on each named root."""
+    return {name: file_costs(Storage(root), files, size) for name, root in roots.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="a run root URL or path (a scratch folder bench-storage/ is made and removed)")
