@@ -86,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--epoch-images", default="5000,50000",
                        help="driver memory over one epoch of each size (sizes beyond the data are skipped)")
     bench.add_argument("--run-root", dest="hdfs_root", help="also time staged mode on this run root (e.g. hdfs://...)")
+    bench.add_argument("--master", help="also time the Spark rows on this cluster (e.g. spark://host:7077)")
     sql = sub.add_parser("sql", help="query a run's tables with Spark SQL (no query: an interactive prompt)")
     sql.add_argument("query", nargs="?", help="a SQL query; without it, an interactive prompt opens")
     sql.add_argument("--run-root")
@@ -222,7 +223,7 @@ def cmd_bench(args, run) -> int:
     scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
     epochs = [int(n) for n in args.epoch_images.split(",") if n.strip()]
     bench.run_bench(cfg, args.images, scaling, args.repeat, Path(args.out), not args.no_torch, args.hdfs_root,
-                    not args.no_cache_policies, epochs)
+                    not args.no_cache_policies, epochs, args.master)
     return 0
 
 

@@ -91,7 +91,7 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     for output, table in result.tables.items():
         path = output_path(task.out_dir, output, unit.part)
         faults.hit("write", task.key)
-        size = task.storage.write_parquet(table, path)
+        size = task.storage.write_parquet(table, path, fresh=True)
         rows.append(result_row(unit.part, output, path, table.num_rows, size, result.values))
         faults.hit("in-task", task.key)
     timing = {"start": start, "read": t1 - t0, "compute": t2 - t1, "write": time.perf_counter() - t2}
@@ -123,7 +123,7 @@ def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
                 rows.append(result_row(unit.part, name, "", table.num_rows, 0, values, chain.to_ipc(table)))
             if task.inspect_dir:
                 path = output_path(f"{task.inspect_dir}/{stage}", output, unit.part)
-                size = task.storage.write_parquet(table, path)
+                size = task.storage.write_parquet(table, path, fresh=True)
                 rows.append(result_row(unit.part, name, path, table.num_rows, size, values))
     faults.hit("in-task", task.key)
     return rows
@@ -222,6 +222,6 @@ def write_shard(task: ShuffleTask, table: pa.Table) -> pa.Table:
     shard = pc.min(table.column("shard")).as_py()
     part = f"{iteration:06d}.{shard:04d}"
     path = output_path(task.out_dir, "out", part)
-    size = task.storage.write_parquet(table, path)
+    size = task.storage.write_parquet(table, path, fresh=True)
     return pa.Table.from_pylist([result_row(part, "out", path, n, size, {})], schema=TASK_RESULT_SCHEMA)
 

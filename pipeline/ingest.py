@@ -151,7 +151,7 @@ def write_piece(task: PieceTask, piece: Piece, first_train: int, first_test: int
     if table is None:
         return values
     path = layout.output_path(layout.IMAGES, "images", piece.part)
-    size = task.storage.write_parquet(table, path)
+    size = task.storage.write_parquet(table, path, fresh=True)
     return {**values, "file": {"part": piece.part, "output": "images", "path": path, "rows": table.num_rows,
                                "bytes": size}}
 

@@ -136,9 +136,10 @@ class Staged:
         check_parts(key, rows, {o: parts for o in {r["output"] for r in rows}})
         entry = run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
         sched, (_, _, t) = run.schedule(), graph.parse_key(key)
-        entry["read_bytes"] = sum(f["bytes"] for inp in sdef.inputs.values() for part in parts
-                                  for f in input_files(run.manifest.files(planner.source_key(sched, t, inp.source),
-                                                                          inp.output), inp, t, part))
+        read = [f for inp in sdef.inputs.values() for part in parts
+                for f in input_files(run.manifest.files(planner.source_key(sched, t, inp.source), inp.output),
+                                     inp, t, part)]
+        entry["read_bytes"], entry["read_files"] = sum(f["bytes"] for f in read), len(read)
         return entry
 
 

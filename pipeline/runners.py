@@ -23,7 +23,7 @@ def file_row(part: str, output: str, path: str, rows: int, size: int) -> dict:
 def write_table(storage, table: pa.Table, out_dir: str, output: str, part: str) -> dict:
     """Write one output part on the driver; returns its file row."""
     path = layout.output_path(out_dir, output, part)
-    return file_row(part, output, path, table.num_rows, storage.write_parquet(table, path))
+    return file_row(part, output, path, table.num_rows, storage.write_parquet(table, path, fresh=True))
 
 
 def spark_schema(schema: pa.Schema):

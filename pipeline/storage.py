@@ -38,6 +38,7 @@ class Storage:
             self.fs, self.base = fsspec.core.url_to_fs(self.url, **(options or {}))
             self.options = options or {}
         self.local = isinstance(self.fs, LocalFileSystem)
+        self.hdfs = isinstance(self.fs, hdfs.HdfsFileSystem)
 
     def __getstate__(self):
         return {"url": self.url, "options": self.options}
@@ -118,34 +119,42 @@ class Storage:
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create a file with this content unless it exists; True when this call created it."""
         tmp = self._write_temp(rel, data)
-        try:
-            if self.local:
-                try:
-                    os.link(tmp, self.path(rel))
-                    return True
-                except FileExistsError:
-                    return False
+        if self.local:
             try:
-                self.fs.mv(tmp, self.path(rel))  # HDFS renames refuse an existing target: atomic
-            except Exception:
-                if self.exists(rel):
-                    return False
-                raise
+                os.link(tmp, self.path(rel))
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(tmp)
+        try:
+            self.fs.mv(tmp, self.path(rel))  # HDFS renames refuse an existing target: atomic
             return True
-        finally:
+        except Exception:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
+            if self.exists(rel):
+                return False
+            raise
 
     def _write_temp(self, rel: str, data: bytes) -> str:
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        self.fs.makedirs(self.path(parent), exist_ok=True)
         tmp = self.path(f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}")
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
+        self._put(tmp, data)
         return tmp
 
-    def write_parquet(self, table: pa.Table, rel: str) -> int:
-        """Write a table as one Parquet file; returns its size in bytes.
+    def _put(self, path: str, data: bytes) -> None:
+        """Write a file in place (its folder made first where the file system does not make it)."""
+        if not self.hdfs:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(path, "wb") as f:
+            f.write(data)
+
+    def write_parquet(self, table: pa.Table, rel: str, fresh: bool = False) -> int:
+        """Write a table as one Parquet file; returns its size in bytes. Elsewhere than on local disk the
+        file replaces any old one only once complete, unless `fresh`: a name no other attempt writes,
+        committed only through the manifest (a write cut off leaves an orphan, never a half file that a
+        reader trusts), written in place.
 
         Tensor (binary) columns are written plain: no dictionary, no compression, no statistics.
         """
@@ -153,13 +162,18 @@ class Storage:
         others = [f.name for f in table.schema if f.name not in plain]
         options = dict(compression="none", use_dictionary=others, write_statistics=others,
                        row_group_size=max(1, table.num_rows))
-        self.fs.makedirs(self.path(rel.rsplit("/", 1)[0] if "/" in rel else ""), exist_ok=True)
         if self.local:
+            self.fs.makedirs(self.path(rel.rsplit("/", 1)[0] if "/" in rel else ""), exist_ok=True)
             pq.write_table(table, self.path(rel), **options)
+            return self.size(rel)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **options)
+        data = sink.getvalue().to_pybytes()
+        if fresh:
+            self._put(self.path(rel), data)
         else:
-            with self.fs.open(self.path(rel), "wb") as f:
-                pq.write_table(table, f, **options)
-        return self.size(rel)
+            self.write_bytes(rel, data)
+        return len(data)
 
     def parquet_rows(self, rel: str) -> int:
         """Row count from a Parquet file's footer (raises if the footer is unreadable)."""
