@@ -191,6 +191,10 @@ def cmd_train(args, run: Run) -> int:
         finally:
             progress.close()
     report_status(run)
+    if run.cfg.tracking.mlflow_uri:
+        from pipeline.ml import tracking
+
+        tracking.tracker(run.cfg.tracking.mlflow_uri, run.storage.url).record(run, {})
     return 0
 
 
