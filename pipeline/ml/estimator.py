@@ -11,6 +11,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pipeline.config import ConfigError
 from pipeline.ml import frame, model, trials
 from pipeline.ml.params import CNNParams, CONFIG_KEYS, DATA_PARAMS, get_params_by_name
+from pipeline.run import Run
 from pipeline.storage import Storage
 
 SOURCE = "source"  # the written DataFrame, under the base run root
@@ -50,7 +51,7 @@ class CNNClassifier(Estimator, CNNParams, DefaultParamsWritable, DefaultParamsRe
         maps = [get_params_by_name(self, m) for m in paramMaps]
         self._check_maps(maps)
         spark = dataset.sparkSession
-        base = self._ingest(spark, dataset)
+        base, class_names = self._ingest(spark, dataset)
         tracker = _tracker(self.getOrDefault(self.mlflowUri), base.storage.url, len(maps))
 
         def train(index: int):
@@ -60,7 +61,7 @@ class CNNClassifier(Estimator, CNNParams, DefaultParamsWritable, DefaultParamsRe
             return trial
 
         def make(index: int, trial):
-            fitted = model.from_run(trial, self._class_names)
+            fitted = model.from_run(trial, class_names)
             self._copyValues(fitted, {self.getParam(k): v for k, v in maps[index].items()})
             return fitted
 
@@ -74,16 +75,16 @@ class CNNClassifier(Estimator, CNNParams, DefaultParamsWritable, DefaultParamsRe
                     raise ConfigError(f"{name} cannot vary across trials: they share one ingest of the DataFrame")
         trials.check_grid([_settings(m) for m in maps])
 
-    def _ingest(self, spark, dataset):
-        """The base run root of this DataFrame (its data and the params that shape the ingest), ingested."""
+    def _ingest(self, spark, dataset) -> tuple[Run, tuple[str, ...] | None]:
+        """The base run root of this DataFrame (its data and the params that shape the ingest), ingested;
+        and the class names the label column's metadata gives."""
         prepared = frame.prepare(dataset, self.getOrDefault(self.imageCol), self.getOrDefault(self.labelCol),
                                  self.raw_columns(), self.getOrDefault(self.seed), self.getOrDefault(self.testFraction))
-        self._class_names = prepared.class_names
         root = Storage(f"{self.getOrDefault(self.runRoot)}/data-{prepared.digest[:16]}")
         cfg = self.to_config(root.url, root.path(SOURCE))
-        if not trials.Run.exists(root.url) or not trials.Run.open(root.url).manifest.committed("ingest"):
+        if not Run.exists(root.url) or not Run.open(root.url).manifest.committed("ingest"):
             frame.write(prepared, root.uri(SOURCE))
-        return trials.ingest_base(spark, cfg)
+        return trials.ingest_base(spark, cfg), prepared.class_names
 
 
 def _settings(param_map: dict) -> dict:

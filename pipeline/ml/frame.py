@@ -19,7 +19,6 @@ class Frame:
 
     selected: object  # the DataFrame to write
     digest: str
-    rows: int
     class_names: tuple[str, ...] | None  # from StringIndexer's metadata, when the labels carry it
 
 
@@ -96,7 +95,7 @@ def prepare(df, image: str, label: str, raw, seed: int, test_fraction: float) ->
     names = metadata_names(df, label) if label_kind == "double" else None
     doc = [stats["rows"], str(stats["hash"]), str(stats["hash2"]), image_kind, label_kind, seed, test_fraction, names]
     digest = hashlib.sha256(json.dumps(doc).encode()).hexdigest()
-    return Frame(df.select(*columns, split), digest, stats["rows"], names)
+    return Frame(df.select(*columns, split), digest, names)
 
 
 def write(frame: Frame, uri: str) -> None:

@@ -112,3 +112,31 @@ class Trials:
                 raise StopIteration
             self._next += 1
         return index, self._make(index, self._train(index))
+
+
+def trial_sources(run) -> dict:
+    """The views across the trials under a run root (none for other roots): `trial_metrics` and
+    `trial_evaluate`, each trial's rows with its name (`trial`) and varied settings (`settings`, JSON)."""
+    from pipeline.sql import ViewSource
+    from schemas.tables import METRICS_SCHEMA, table_schema
+
+    names = run.storage.listdir(TRIALS)
+    if not names:
+        return {}
+    views = {"trial_metrics": ViewSource("trial_metrics", METRICS_SCHEMA),
+             "trial_evaluate": ViewSource("trial_evaluate", table_schema(run.network, "evaluate"))}
+    for name in names:
+        if not run.storage.exists(f"{TRIALS}/{name}/{TRIAL_DOC}"):
+            continue
+        trial = Run.open(f"{run.storage.url}/{TRIALS}/{name}")
+        literals = {"trial": name, "settings": json.dumps(trial_settings(trial), sort_keys=True)}
+        for key, entry in sorted(trial.manifest.entries().items()):
+            stage, epoch, _ = graph.parse_key(key)
+            outputs = {o: [{**f, "path": f"{TRIALS}/{name}/{f['path']}"} for f in files]
+                       for o, files in entry["outputs"].items()}
+            gone = trial.retention.retired_outputs(key)
+            views["trial_metrics"].add(key, {"outputs": outputs}, "metrics", literals, gone)
+            if stage == "evaluate":
+                views["trial_evaluate"].add(key, {"outputs": outputs}, graph.PER_IMAGE, {**literals, "eval_epoch": epoch},
+                                            gone)
+    return views

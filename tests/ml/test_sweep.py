@@ -25,6 +25,13 @@ def test_sweep_trains_resumes_and_reports(spark, tmp_path, capsys):
     assert cli.main(["report", "--run-root", str(root), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("train.learning_rate=") == 4 and (tmp_path / "report" / "trials.png").exists()
+    from pipeline.api import open_run
+
+    best = open_run(str(root), spark).sql("SELECT trial, settings, MAX(accuracy) AS accuracy FROM trial_metrics "
+                                          "WHERE kind = 'eval' GROUP BY trial, settings").to_pylist()
+    assert len(best) == 4 and all('"train.learning_rate"' in r["settings"] for r in best)
+    scored = open_run(str(root), spark).sql("SELECT trial, COUNT(*) AS n FROM trial_evaluate GROUP BY trial").to_pylist()
+    assert len(scored) == 4 and len({r["n"] for r in scored}) == 1
     bad = [*args[:-4], "--grid", "data.test_fraction=[0.1, 0.2]"]
     assert cli.main(bad) == 2
     assert "data.test_fraction cannot vary across trials" in capsys.readouterr().err
