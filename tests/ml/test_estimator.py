@@ -62,3 +62,26 @@ def test_pipeline_fit_save_load_and_score(spark, images, tmp_path):
         mine = rows[f"file://{r['source']}" if not r["source"].startswith("file:") else r["source"]]
         assert list(mine["probability"]) == pytest.approx(list(r["probabilities"]), abs=1e-6)
         assert mine["probability"].argmax() == r["predicted"]
+
+
+def test_raw_bytes_with_integer_labels_and_encoded_bytes_with_string_labels(spark, images, tmp_path):
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from sparkcnn.ml import CNNClassifier
+
+    rng = np.random.default_rng(3)
+    rows = [(rng.integers(0, 256, 8 * 10 * 3, dtype=np.uint8).tobytes(), 8, 10, 3, i % 3) for i in range(60)]
+    raw = spark.createDataFrame(rows, "pixels binary, h int, w int, c int, label int")
+    clf = CNNClassifier(imageCol="pixels", heightCol="h", widthCol="w", channelsCol="c",
+                        runRoot=str(tmp_path / "raw"), **SMALL)
+    out = clf.fit(raw).transform(raw).select("prediction", "predictedLabel").collect()
+    assert {r["predictedLabel"] for r in out} <= {"0", "1", "2"}
+    assert all(r["predictedLabel"] == str(int(r["prediction"])) for r in out)
+
+    files = spark.read.format("binaryFile").load(str(images / "*" / "*"))
+    encoded = files.withColumn("cls", F.element_at(F.split("path", "/"), -2))
+    model = CNNClassifier(imageCol="content", labelCol="cls", runRoot=str(tmp_path / "encoded"), **SMALL).fit(encoded)
+    assert model.classNames == ["cat", "dog", "owl"]
+    out = model.transform(encoded).select("prediction", "predictedLabel").collect()
+    assert all(model.classNames[int(r["prediction"])] == r["predictedLabel"] for r in out)

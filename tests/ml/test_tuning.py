@@ -20,7 +20,7 @@ def indexed(spark, folder):
 
 def test_train_validation_split_trials_share_one_ingest(spark, images, tmp_path):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit, TrainValidationSplitModel
 
     from pipeline.ml.trials import trial_roots
     from pipeline.run import Run
@@ -33,6 +33,10 @@ def test_train_validation_split_trials_share_one_ingest(spark, images, tmp_path)
                                trainRatio=0.7, parallelism=2, seed=1)
     best = tvs.fit(df)
     assert isinstance(best.bestModel, CNNClassificationModel) and len(best.validationMetrics) == 4
+    best.write().save(str(tmp_path / "tvs"))
+    loaded = TrainValidationSplitModel.load(str(tmp_path / "tvs"))
+    predictions = lambda m: [r["prediction"] for r in m.transform(df).orderBy("image.origin").collect()]
+    assert predictions(loaded) == predictions(best)
     bases = [p for p in (tmp_path / "runs").iterdir()]
     assert len(bases) == 2  # the training split's ingest with its 4 trials, the whole frame's with the refit
     for base in bases:
