@@ -115,6 +115,11 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     gc = sub.add_parser("gc", help="apply retention and remove files no committed stage owns")
     gc.add_argument("--run-root")
+    sweep = sub.add_parser("sweep", help="train every combination of --grid values as a trial sharing one ingest")
+    _add_config_flags(sweep, training=True)
+    sweep.add_argument("--grid", action="append", required=True, metavar="KEY=[V, ...]",
+                       help="a train.* or model.* key and its values, e.g. 'train.learning_rate=[0.01, 0.02]'")
+    sweep.add_argument("--parallel", type=int, default=1, help="trials trained at the same time (default 1)")
     export = sub.add_parser("export", help="write the trained network: parameters as named numpy arrays (.npz) or an "
                                            "ONNX graph (uint8 NHWC images in, class probabilities out)")
     export.add_argument("--run-root")
@@ -187,6 +192,10 @@ def cmd_train(args, run: Run) -> int:
         finally:
             progress.close()
     report_status(run)
+    if run.cfg.tracking.mlflow_uri:
+        from pipeline.ml import tracking
+
+        tracking.tracker(run.cfg.tracking.mlflow_uri, run.storage.url).record(run, {})
     return 0
 
 
@@ -323,9 +332,26 @@ def sql_prompt(spark, run: Run, views) -> int:
     return 0
 
 
+def cmd_sweep(args, run) -> int:
+    from pipeline.ml.sweep import sweep
+    from pipeline.spark import session
+
+    cfg = config.load(args.config, overrides_from(args))
+    for s in sweep(cfg, args.grid, args.parallel, session(cfg, verbose=args.verbose)):
+        accuracy = "-" if s["test_accuracy"] is None else f"{s['test_accuracy']:.4f}"
+        print(f"{s['trial']}  {s['settings']}  {s['iterations']} iterations  test accuracy {accuracy}  {s['root']}")
+    return 0
+
+
 def cmd_report(args, run: Run) -> int:
     from pipeline.report import write_report
 
+    if run.storage.exists("trials") and not run.manifest.committed("init"):
+        from pipeline.ml.sweep import compare
+
+        compare(run.storage.url, Path(args.out))
+        print(f"wrote {Path(args.out) / 'report.html'} comparing the trials of {run.storage.url}")
+        return 0
     figures = write_report(run, Path(args.out))
     accuracy = figures["curves"]["test_accuracy"]
     print(f"wrote {Path(args.out) / 'report.html'} and its charts"
@@ -463,13 +489,13 @@ def cmd_export(args, run: Run) -> int:
 
 COMMANDS = {"train": cmd_train, "stage": cmd_stage, "status": cmd_status, "resume": cmd_train, "export": cmd_export,
             "gc": cmd_gc, "bench": cmd_bench, "sql": cmd_sql, "report": cmd_report, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "score": cmd_score}
+            "predict": cmd_predict, "score": cmd_score, "sweep": cmd_sweep}
 WRITERS = ("train", "resume", "stage")
 EXPECTED = (ConfigError, DataError, RunError)
 
 
 def open_run(args) -> Run | None:
-    if args.command == "bench":
+    if args.command in ("bench", "sweep"):
         return None
     if args.command == "train":
         return Run(config.load(args.config, overrides_from(args)))

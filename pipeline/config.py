@@ -95,6 +95,11 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    mlflow_uri: str = ""  # MLflow tracking URI; empty = off (pipeline.ml.tracking)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -102,6 +107,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     RESULT_SECTIONS = ("model", "train")
 

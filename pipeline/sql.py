@@ -93,6 +93,9 @@ def view_sources(run, entries: dict[str, dict] | None = None,
     for key in sorted(entries):
         for view, output, literals in feeds(key):
             views[view].add(key, entries[key], output, literals, retired.get(key, set()))
+    from pipeline.ml.trials import trial_sources
+
+    views.update(trial_sources(run))  # a sweep's root: views across its trials
     return views
 
 

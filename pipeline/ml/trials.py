@@ -1,0 +1,142 @@
+"""Trials: run roots under `<root>/trials/` that read the ingest of `<root>` by reference. The base root
+commits the ingest once; a trial's ingest entry lists the base's files as `../../data/...`, so the trial
+has its own lock, stages and config, and its gc (which only looks under its own folders) never removes
+a shared file."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+
+from pipeline import graph
+from pipeline.config import Config, ConfigError
+from pipeline.lock import RunLock
+from pipeline.run import Run
+
+TRIALS = "trials"
+TRIAL_DOC = "trial.json"  # the settings a trial varies, for reports and SQL
+SHARED = "../.."  # a trial's root -> its base root
+VARIABLE_SECTIONS = ("train", "model")
+INGEST_KEYS = ("train.seed",)  # a train.* key that changes the ingest (the split rule's seed)
+FREE_KEYS = ("run.mode", "run.iterations")  # change no result, so a trial may set them
+
+
+def check_grid(settings: list[dict]) -> None:
+    """Refuse a grid over anything but train.* and model.* (or over a key that changes the ingest)."""
+    for point in settings:
+        for key in point:
+            if key in FREE_KEYS:
+                continue
+            if key.split(".")[0] not in VARIABLE_SECTIONS or key in INGEST_KEYS:
+                raise ConfigError(f"{key} cannot vary across trials: trials share one ingest, and only train.* "
+                                  f"and model.* keys (not {', '.join(INGEST_KEYS)}) leave it unchanged")
+
+
+def ingest_base(spark, cfg: Config) -> Run:
+    """The base run root with its ingest committed (once: a later call finds it)."""
+    run = Run.open(cfg.run.root) if Run.exists(cfg.run.root) else Run(cfg)
+    if not run.manifest.committed("ingest"):
+        with RunLock(run.storage):
+            if not Run.exists(run.storage.url):
+                run.save_config()
+            if not run.manifest.committed("ingest"):
+                run.run_stage(spark, "ingest")
+    return run
+
+
+def trial_root(base: Run, cfg: Config) -> str:
+    """A trial's run root: named by its result settings, so the same settings find the same trial."""
+    return f"{base.storage.url}/{TRIALS}/t-{cfg.fingerprint()}"
+
+
+def open_trial(base: Run, cfg: Config, settings: dict) -> Run:
+    """The trial of `cfg` (whatever its run.root) under `base`, made with the shared ingest linked when missing."""
+    root = trial_root(base, cfg)
+    trial = Run(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, root=root)), root)
+    if not trial.manifest.committed("ingest"):
+        link_ingest(base, trial)
+    if not trial.storage.exists(TRIAL_DOC):
+        trial.storage.write_bytes(TRIAL_DOC, json.dumps({"settings": settings}, sort_keys=True).encode())
+    return trial
+
+
+def link_ingest(base: Run, trial: Run) -> None:
+    """Commit the base's ingest in the trial, its files named relative to the trial's root."""
+    entry = base.manifest.get("ingest")
+    outputs = {name: [{**f, "path": f"{SHARED}/{f['path']}"} for f in files]
+               for name, files in entry["outputs"].items()}
+    extra = {"data": entry["values"][graph.ALL_PARTS]["digest"]}
+    trial.manifest.commit({**{k: v for k, v in entry.items() if k != "committed_at"}, "outputs": outputs,
+                           "extra": extra, "identity": trial.identity("ingest", [], extra)})
+    trial._network = None
+
+
+def trial_settings(root: Run) -> dict:
+    """The settings a trial varies (from its trial.json), {} for a run that is not a trial."""
+    if not root.storage.exists(TRIAL_DOC):
+        return {}
+    return json.loads(root.storage.read_bytes(TRIAL_DOC))["settings"]
+
+
+def trial_roots(base_url: str) -> list[str]:
+    """The run roots of the trials under a base run root, by name."""
+    base = Run.open(base_url).storage
+    return [f"{base.url}/{TRIALS}/{name}" for name in base.listdir(TRIALS) if Run.exists(f"{base.url}/{TRIALS}/{name}")]
+
+
+def train_trial(spark, trial: Run, on_stage=None, before_stage=None) -> Run:
+    """Train a trial to its end (or run.iterations) under its own lock; a finished trial is left as it is."""
+    with RunLock(trial.storage):
+        trial.save_config()
+        trial.train(spark, trial.cfg.run.iterations, on_stage=on_stage, before_stage=before_stage)
+    return trial
+
+
+class Trials:
+    """A thread-safe iterator over trials: each `next()` takes the next index and trains it in the caller's
+    thread (so trials taken by several threads train at the same time, as concurrent Spark jobs);
+    yields (index, make(index, trained run))."""
+
+    def __init__(self, count: int, train, make):
+        self._count, self._train, self._make = count, train, make
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            index = self._next
+            if index >= self._count:
+                raise StopIteration
+            self._next += 1
+        return index, self._make(index, self._train(index))
+
+
+def trial_sources(run) -> dict:
+    """The views across the trials under a run root (none for other roots): `trial_metrics` and
+    `trial_evaluate`, each trial's rows with its name (`trial`) and varied settings (`settings`, JSON)."""
+    from pipeline.sql import ViewSource
+    from schemas.tables import METRICS_SCHEMA, table_schema
+
+    names = run.storage.listdir(TRIALS)
+    if not names:
+        return {}
+    views = {"trial_metrics": ViewSource("trial_metrics", METRICS_SCHEMA),
+             "trial_evaluate": ViewSource("trial_evaluate", table_schema(run.network, "evaluate"))}
+    for name in names:
+        if not run.storage.exists(f"{TRIALS}/{name}/{TRIAL_DOC}"):
+            continue
+        trial = Run.open(f"{run.storage.url}/{TRIALS}/{name}")
+        literals = {"trial": name, "settings": json.dumps(trial_settings(trial), sort_keys=True)}
+        for key, entry in sorted(trial.manifest.entries().items()):
+            stage, epoch, _ = graph.parse_key(key)
+            outputs = {o: [{**f, "path": f"{TRIALS}/{name}/{f['path']}"} for f in files]
+                       for o, files in entry["outputs"].items()}
+            gone = trial.retention.retired_outputs(key)
+            views["trial_metrics"].add(key, {"outputs": outputs}, "metrics", literals, gone)
+            if stage == "evaluate":
+                views["trial_evaluate"].add(key, {"outputs": outputs}, graph.PER_IMAGE, {**literals, "eval_epoch": epoch},
+                                            gone)
+    return views

@@ -1,0 +1,1 @@
+"""sparkcnn: convolutional-network training on Apache Spark as a staged pipeline."""

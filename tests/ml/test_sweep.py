@@ -1,0 +1,37 @@
+"""`sparkcnn sweep`: a grid's trials under one run root sharing its ingest, resumed when run again,
+compared by `sparkcnn report`; a grid over a key that changes the ingest is refused."""
+from __future__ import annotations
+
+from pipeline import cli
+from tests.conftest import SMALL_NET, image_folder
+
+
+def test_sweep_trains_resumes_and_reports(spark, tmp_path, capsys):
+    from pipeline.ml.trials import trial_roots
+    from pipeline.run import Run
+
+    data = image_folder(tmp_path / "images", per_class=20)
+    root = tmp_path / "sweep"
+    args = ["sweep", "--run-root", str(root), "--data", str(data), "--epochs", "1", "--batch-size", "18",
+            "--mode", "fused", "--set", SMALL_NET[0], "--set", "train.shard_size=9",
+            "--grid", "train.learning_rate=[0.01, 0.02]", "--grid", "train.momentum=[0.0, 0.9]", "--parallel", "2"]
+    assert cli.main(args) == 0
+    roots = trial_roots(str(root))
+    assert len(roots) == 4 and all(Run.open(r).iterations_done() == 3 for r in roots)
+    first = capsys.readouterr().out
+    assert first.count("test accuracy") == 4
+    assert cli.main(args) == 0  # again: every trial is finished, nothing is recomputed
+    assert len(trial_roots(str(root))) == 4
+    assert cli.main(["report", "--run-root", str(root), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("train.learning_rate=") == 4 and (tmp_path / "report" / "trials.png").exists()
+    from pipeline.api import open_run
+
+    best = open_run(str(root), spark).sql("SELECT trial, settings, MAX(accuracy) AS accuracy FROM trial_metrics "
+                                          "WHERE kind = 'eval' GROUP BY trial, settings").to_pylist()
+    assert len(best) == 4 and all('"train.learning_rate"' in r["settings"] for r in best)
+    scored = open_run(str(root), spark).sql("SELECT trial, COUNT(*) AS n FROM trial_evaluate GROUP BY trial").to_pylist()
+    assert len(scored) == 4 and len({r["n"] for r in scored}) == 1
+    bad = [*args[:-4], "--grid", "data.test_fraction=[0.1, 0.2]"]
+    assert cli.main(bad) == 2
+    assert "data.test_fraction cannot vary across trials" in capsys.readouterr().err
