@@ -90,8 +90,11 @@ def parser() -> argparse.ArgumentParser:
     sql = sub.add_parser("sql", help="query a run's tables with Spark SQL (no query: an interactive prompt)")
     sql.add_argument("query", nargs="?", help="a SQL query; without it, an interactive prompt opens")
     sql.add_argument("--run-root")
-    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                     help="table (default; for reading: long arrays, floats and binary abbreviated), or csv, json "
+                          "(one object per line) and parquet, which write every value in full")
     sql.add_argument("--out", help="write the result to this file (needed for parquet)")
+    sql.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sql.add_argument("--views-sql", metavar="FILE", help="write CREATE VIEW statements for a plain spark-sql shell")
     sql.add_argument("--serve", action="store_true",
                      help="serve the views over JDBC/ODBC (Spark's Thrift server) until Ctrl-C or SIGTERM")
@@ -237,11 +240,11 @@ def cmd_bench(args, run) -> int:
 
 
 def cmd_sql(args, run: Run) -> int:
-    from pipeline import sql
+    from pipeline import sql, sql_guard, sql_output
     from pipeline.spark import session
 
     if args.views_sql:
-        Path(args.views_sql).write_text(sql.views_sql(run, Path.cwd().as_uri()))
+        Path(args.views_sql).write_text(sql_output.views_sql(run, Path.cwd().as_uri()))
         print(f"wrote {args.views_sql}")
         return 0
     if args.serve:
@@ -253,7 +256,7 @@ def cmd_sql(args, run: Run) -> int:
         spark = session(run.cfg, conf=sql_server.SINGLE_SESSION, querying=True)
         return sql_server.serve(spark, sql.RunViews(spark, run), args.host, args.port,
                                 on_ready=lambda line: print(line, flush=True))
-    spark = session(run.cfg, querying=True)
+    spark = session(run.cfg, conf=sql_guard.SESSION, querying=True)
     views = sql.RunViews(spark, run)
     if args.query is None:
         return sql_prompt(spark, run, views)
@@ -264,6 +267,15 @@ def cmd_sql(args, run: Run) -> int:
     except Exception as e:
         print(f"error: {sql_error(e)}", file=sys.stderr)
         return 2
+    return write_result(args, result)
+
+
+def write_result(args, result) -> int:
+    """A query's result on stdout or in --out, which exists only with --overwrite."""
+    from pipeline import sql_output
+
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise RunError(f"{args.out} exists; add --overwrite to replace it")
     if args.format == "parquet":
         if not args.out:
             raise RunError("--format parquet needs --out FILE")
@@ -272,7 +284,7 @@ def cmd_sql(args, run: Run) -> int:
         pq.write_table(result, args.out)
         print(f"wrote {args.out}: {result.num_rows} rows")
         return 0
-    text = sql.aligned(result) + "\n" if args.format == "table" else sql.render(result, args.format)
+    text = sql_output.aligned(result) + "\n" if args.format == "table" else sql_output.render(result, args.format)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}: {result.num_rows} rows")
@@ -288,7 +300,7 @@ def sql_error(error: Exception) -> str:
 
 def sql_prompt(spark, run: Run, views) -> int:
     """An interactive prompt: statements end with ';', history is kept in ~/.sparkcnn_sql_history."""
-    from pipeline import sql
+    from pipeline import sql_output
 
     history = Path.home() / ".sparkcnn_sql_history"
     try:
@@ -320,7 +332,7 @@ def sql_prompt(spark, run: Run, views) -> int:
             try:
                 for note in views.prepare(query):
                     print(note)
-                print(sql.aligned(spark.sql(query).toArrow()))
+                print(sql_output.aligned(spark.sql(query).toArrow()))
             except (Exception, signals.Interrupted) as e:
                 if ended := spark_mod.jvm_ended(e):
                     print(f"error: {ended}; the prompt cannot go on")
