@@ -160,6 +160,7 @@ def run_stages_of_partition(task: MultiStageTask, indices: list[int]) -> Iterato
     written: dict[tuple[str, str], str] = {}
     for stage in task.stages:
         record = progress_record(task.progress_dir, stage.key, indices[0])
+        created = False
         if not task.storage.exists(record):
             try:
                 rows = [{**row, "key": stage.key} for index in indices
@@ -168,8 +169,9 @@ def run_stages_of_partition(task: MultiStageTask, indices: list[int]) -> Iterato
                 with contextlib.suppress(Exception):
                     task.storage.write_bytes(progress_record(task.progress_dir, stage.key, indices[0], True), b"")
                 raise
-            task.storage.create_exclusive(record, json.dumps(rows).encode())
-        rows = json.loads(task.storage.read_bytes(record))
+            created = task.storage.create_exclusive(record, json.dumps(rows).encode())
+        if not created:
+            rows = json.loads(task.storage.read_bytes(record))
         for row in rows:
             written[(in_job_input(stage.key, row["output"]), row["part"])] = row["path"]
         yield from rows

@@ -23,6 +23,7 @@ from hdfs_native.fsspec import HdfsFileSystem as NativeHdfsFileSystem
 from pipeline.errors import RunError
 
 HTTP_ADDRESS = "dfs.namenode.http-address"
+REPLICATION = "dfs.replication"
 WEBHDFS_ENV = "SPARKCNN_WEBHDFS"
 DEFAULT_HTTP_PORT = 9870
 REQUEST_TIMEOUT_S = 60
@@ -58,17 +59,22 @@ def check_namenode(host: str, port: int, budget_s: float = NAMENODE_BUDGET_S) ->
             delay = min(delay * 2, 4.0)
 
 
+def client_setting(name: str) -> str | None:
+    """A setting of the client's Hadoop configuration ($HADOOP_CONF_DIR/hdfs-site.xml), if it has one."""
+    site = os.path.join(os.environ.get("HADOOP_CONF_DIR", ""), "hdfs-site.xml")
+    if os.environ.get("HADOOP_CONF_DIR") and os.path.exists(site):
+        for prop in ET.parse(site).getroot().iter("property"):
+            if prop.findtext("name") == name:
+                return prop.findtext("value").strip()
+    return None
+
+
 def namenode_http_address(host: str) -> str:
     """host:port of the NameNode's web server: $SPARKCNN_WEBHDFS, else dfs.namenode.http-address in
     $HADOOP_CONF_DIR/hdfs-site.xml, else port 9870 (Hadoop's default) on the NameNode's host."""
     if os.environ.get(WEBHDFS_ENV):
         return os.environ[WEBHDFS_ENV].split("://")[-1].rstrip("/")
-    site = os.path.join(os.environ.get("HADOOP_CONF_DIR", ""), "hdfs-site.xml")
-    if os.environ.get("HADOOP_CONF_DIR") and os.path.exists(site):
-        for prop in ET.parse(site).getroot().iter("property"):
-            if prop.findtext("name") == HTTP_ADDRESS:
-                return prop.findtext("value").strip()
-    return f"{host}:{DEFAULT_HTTP_PORT}"
+    return client_setting(HTTP_ADDRESS) or f"{host}:{DEFAULT_HTTP_PORT}"
 
 
 class WebHdfs:
@@ -79,8 +85,9 @@ class WebHdfs:
     dropped and the next attempt asks the NameNode again, excluding it. Requests to the NameNode reuse one
     connection per thread (DataNodes close theirs after each request)."""
 
-    def __init__(self, http_address: str):
+    def __init__(self, http_address: str, replication: str | None = None):
         self.base = f"http://{http_address}/webhdfs/v1"
+        self.replication = replication  # the client's dfs.replication; None: the DataNode's
         self.jmx = f"http://{http_address}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo"
         self.user = os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
         self.datanodes: list[str] = []  # web addresses of DataNodes that answered, first preferred
@@ -107,7 +114,8 @@ class WebHdfs:
                 self._namenode("DELETE", path, "DELETE")
             except OSError:
                 pass
-        params = {"createparent": "true", "overwrite": "true"}
+        params = {"createparent": "true", "overwrite": "true", **({"replication": self.replication}
+                                                                   if self.replication else {})}
         location = self._direct(path, "CREATE", **params) or self._locate(path, "PUT", "CREATE", exclude, **params)
         self._datanode("PUT", location, exclude, data)
 
@@ -226,10 +234,11 @@ class HdfsFileSystem(NativeHdfsFileSystem):
 
     def __init__(self, host=None, port=None, *args, **storage_options):
         address = storage_options.pop(HTTP_ADDRESS, None) or namenode_http_address(host or "localhost")
+        replication = storage_options.pop(REPLICATION, None) or client_setting(REPLICATION)
         check_namenode(host or "localhost", port or DEFAULT_RPC_PORT)
         super().__init__(host, port, *args, **storage_options)
-        self.http_address = address
-        self.webhdfs = WebHdfs(address)
+        self.http_address, self.replication = address, replication
+        self.webhdfs = WebHdfs(address, replication)
 
     def _open(self, path, mode="rb", **kwargs):
         path = self._strip_protocol(path)

@@ -155,7 +155,7 @@ def input_files(files: list[dict], inp, t: int, part: str) -> list[dict]:
 
 
 POLL_LOCAL_S = 0.01
-POLL_REMOTE_S = 0.1
+POLL_REMOTE_S = 0.02
 
 
 class Job:

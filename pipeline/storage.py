@@ -31,7 +31,8 @@ class Storage:
         parts = urlsplit(self.url)
         if parts.scheme == "hdfs":
             self.fs, self.base = hdfs.HdfsFileSystem(parts.hostname, parts.port, **(options or {})), parts.path
-            self.options = {hdfs.HTTP_ADDRESS: self.fs.http_address}
+            self.options = {hdfs.HTTP_ADDRESS: self.fs.http_address,
+                            **({hdfs.REPLICATION: self.fs.replication} if self.fs.replication else {})}
         elif self.url.startswith("/"):
             self.fs, self.base, self.options = LocalFileSystem(), self.url, {}
         else:
