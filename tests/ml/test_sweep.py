@@ -41,6 +41,8 @@ def test_sweep_trains_resumes_and_reports(spark, tmp_path, capsys):
     bad = [*args[:-4], "--grid", "data.test_fraction=[0.1, 0.2]"]
     assert cli.main(bad) == 2
     assert "data.test_fraction cannot vary across trials" in capsys.readouterr().err
+    assert cli.main([*args, "--set", "data.test_fraction=0.3"]) == 2
+    assert "was ingested with other data.test_fraction" in capsys.readouterr().err
 
 
 def test_ctrl_c_stops_every_trial_and_a_second_sweep_resumes(tmp_path):
