@@ -68,7 +68,8 @@ def sweep(cfg: Config, grid: list[str], parallel: int, spark) -> list[dict]:
     if parallel < 1:
         raise ConfigError(f"--parallel must be 1 or more, not {parallel}")
     base = trials.ingest_base(spark, cfg)
-    opened = [trials.open_trial(base, trial_config(base.cfg, p), p) for p in points]
+    trials.check_same_ingest(base, cfg)
+    opened = [trials.open_trial(base, trial_config(cfg, p), p) for p in points]
     names = {t.storage.url: ", ".join(f"{k}={v}" for k, v in p.items()) for t, p in zip(opened, points)}
     progress = SweepProgress(names)
     tracker = tracking.tracker(cfg.tracking.mlflow_uri, base.storage.url, len(points))

@@ -44,6 +44,15 @@ def ingest_base(spark, cfg: Config) -> Run:
     return run
 
 
+def check_same_ingest(base: Run, cfg: Config) -> None:
+    """Refuse trials whose data settings (or split seed) are not those the base root was ingested with."""
+    differ = [f"data.{k}" for k, v in base.cfg.to_dict()["data"].items() if cfg.to_dict()["data"][k] != v]
+    differ += list(INGEST_KEYS) if base.cfg.get(INGEST_KEYS[0]) != cfg.get(INGEST_KEYS[0]) else []
+    if differ:
+        raise ConfigError(f"run root {base.storage.url} was ingested with other {', '.join(differ)}; its trials "
+                          f"share that ingest: use the same settings or another --run-root")
+
+
 def trial_root(base: Run, cfg: Config) -> str:
     """A trial's run root: named by its result settings, so the same settings find the same trial."""
     return f"{base.storage.url}/{TRIALS}/t-{cfg.fingerprint()}"

@@ -2,8 +2,14 @@
 compared by `sparkcnn report`; a grid over a key that changes the ingest is refused."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from pipeline import cli
 from tests.conftest import SMALL_NET, image_folder
+
+pytestmark = pytest.mark.spark
 
 
 def test_sweep_trains_resumes_and_reports(spark, tmp_path, capsys):
@@ -35,3 +41,36 @@ def test_sweep_trains_resumes_and_reports(spark, tmp_path, capsys):
     bad = [*args[:-4], "--grid", "data.test_fraction=[0.1, 0.2]"]
     assert cli.main(bad) == 2
     assert "data.test_fraction cannot vary across trials" in capsys.readouterr().err
+    assert cli.main([*args, "--set", "data.test_fraction=0.3"]) == 2
+    assert "was ingested with other data.test_fraction" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_every_trial_and_a_second_sweep_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.ml.trials import trial_roots
+    from pipeline.run import Run
+    from tests.conftest import REPO, wait_until
+
+    data = image_folder(tmp_path / "images", per_class=20)
+    root = tmp_path / "sweep"
+    args = [sys.executable, "-m", "pipeline.cli", "sweep", "--run-root", str(root), "--data", str(data),
+            "--epochs", "8", "--batch-size", "18", "--mode", "fused", "--set", SMALL_NET[0],
+            "--set", "train.shard_size=9", "--grid", "train.learning_rate=[0.01, 0.02]", "--parallel", "2"]
+    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    updates = lambda: sum(any(n.endswith(".update.json") for n in os.listdir(f"{r}/manifest"))
+                          for r in trial_roots(str(root))) if (root / "trials").exists() else 0
+    wait_until(proc, lambda: updates() == 2, "both trials training", timeout=240)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.startswith("error: interrupted by SIGINT"), err
+    runs = [Run.open(r) for r in trial_roots(str(root))]
+    assert all(not list(Path(r.storage.url, "lock").iterdir()) for r in runs)
+    assert all(r.iterations_done() < r.schedule().total_iterations for r in runs)
+    done = subprocess.run(args, cwd=REPO, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert all(Run.open(r.storage.url).iterations_done() == r.schedule().total_iterations for r in runs)

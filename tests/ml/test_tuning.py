@@ -121,3 +121,20 @@ def test_nothing_imports_mlflow_without_tracking():
     code = ("import sys, sparkcnn.ml, pipeline.cli, pipeline.ml.trials, pipeline.ml.tracking; "
             "assert 'mlflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_sparkcnn_train_logs_to_mlflow(spark, images, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import cli
+    from tests.conftest import SMALL_NET
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cli.main(["train", "--run-root", str(tmp_path / "run"), "--data", str(images), "--epochs", "1",
+                     "--batch-size", "18", "--mode", "fused", "--set", SMALL_NET[0], "--set", "train.shard_size=9",
+                     "--set", f'tracking.mlflow_uri="{uri}"']) == 0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("sparkcnn").experiment_id])
+    assert run.data.params["train.batch_size"] == "18" and "test_accuracy" in run.data.metrics
+    assert {"model.onnx", "report"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
