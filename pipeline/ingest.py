@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import layout
-from pipeline.sources import DataError, Description, Piece, Source, fit, open_source
+from pipeline.images import fit
+from pipeline.sources import DataError, Description, Piece, Source, open_source
 from schemas.tables import STATS_SCHEMA, images_schema, spec
 from schemas.tensors import summarize
 

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from pipeline import ingest, layout
 from pipeline.errors import RunError
-from pipeline.sources import Description, Piece, Source, fit, open_source
+from pipeline.images import fit
+from pipeline.sources import Description, Piece, Source, open_source
 from pipeline.storage import Storage
 from schemas.tables import SCORES_SCHEMA
 from stages.tabular import StageContext

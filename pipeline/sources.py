@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import io
 import pickle
 import posixpath
 import tarfile
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.images import decode_image
 from pipeline.storage import Storage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -72,43 +72,6 @@ def split_rule(key: str, seed: int, test_fraction: float) -> str:
     """"test" for a stable, seeded fraction of keys (a file's path within the source, or a row's origin)."""
     draw = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2.0 ** 64
     return "test" if draw < test_fraction else "train"
-
-
-def decode_image(data: bytes, origin: str):
-    """Encoded image bytes (PNG, JPEG, ...) -> uint8 array (H, W, C) in RGB or grayscale order,
-    or the reason it cannot be read (a string)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_array(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        return f"{origin}: not a readable image ({e})"
-
-
-def to_array(image) -> np.ndarray:
-    """A PIL image as uint8 (H, W, 1) when it is grayscale, else (H, W, 3) RGB."""
-    gray = image.mode in ("1", "L", "I", "I;16", "F")
-    array = np.asarray(image.convert("L" if gray else "RGB"), dtype=np.uint8)
-    return array[:, :, None] if gray else array
-
-
-def fit(pixels: np.ndarray, shape: tuple[int, int, int], resize: bool) -> np.ndarray | None:
-    """An image in the data set's shape: channels converted, size resized (bilinear) when `resize`;
-    None when its size differs and resizing is off."""
-    if pixels.shape == shape:
-        return pixels
-    from PIL import Image
-
-    if pixels.shape[:2] != shape[:2] and not resize:
-        return None
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    if pixels.shape[:2] != shape[:2]:
-        image = image.convert("L" if pixels.shape[2] == 1 else "RGB").resize((shape[1], shape[0]), Image.BILINEAR)
-    image = image.convert("L" if shape[2] == 1 else "RGB")
-    array = np.asarray(image, dtype=np.uint8)
-    return array[:, :, None] if shape[2] == 1 else array
 
 
 class Source:
