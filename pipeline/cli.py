@@ -108,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score a data source as a Spark job: a Parquet table of predictions "
                                          "(the run's `scores` view)")
     score.add_argument("--data", help="a data source as train takes it (default: the run's own)")
-    score.add_argument("--split", default="test", help="test (default), train or all")
+    score.add_argument("--split", help="test, train or all (default: test of the run's own data and of sources with a "
+                                       "split of their own, else all)")
     score.add_argument("--out", required=True, help="folder or URL for the Parquet table")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     for p in (evaluate, predict, score):
@@ -126,7 +127,8 @@ def parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the trained network: parameters as named numpy arrays (.npz) or an "
                                            "ONNX graph (uint8 NHWC images in, class probabilities out)")
     export.add_argument("--run-root")
-    export.add_argument("--out", required=True)
+    export.add_argument("--out", required=True, help="the file to write, exactly as named")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     export.add_argument("--format", choices=("npz", "onnx"), default="npz", help="npz (default) or onnx")
     export.add_argument("--iteration", type=int, help="parameters after N iterations (default: the latest)")
     return root
@@ -182,7 +184,7 @@ def prepare(run: Run) -> None:
 def cmd_train(args, run: Run) -> int:
     from pipeline.spark import session
 
-    for warning in run.cfg.warnings():
+    for warning in [*run.cfg.warnings(), *run.data_notes()]:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     with RunLock(run.storage):
         run.save_config()
@@ -416,8 +418,11 @@ def cmd_score(args, run: Run) -> int:
                     TaskProgress(spark, "scoring"))
     accuracy = (f"; accuracy {summary['correct'] / summary['labelled']:.4f} on {summary['labelled']} labelled images"
                 if summary["labelled"] else "; no labels comparable with the run's classes")
-    print(f"scored {summary['images']} images of {summary['data']} (split {summary['split']}) with {described} "
-          f"into {summary['out']}{accuracy}; query them as the view `scores` (sparkcnn sql)")
+    skipped = [f"{n} {what}" for n, what in ((summary["other_split"], f"outside split {summary['split']}"),
+                                             (summary["unreadable"], "unreadable")) if n]
+    print(f"scored {summary['images']} images of {summary['data']} (split {summary['split']}"
+          f"{'; skipped ' + ', '.join(skipped) if skipped else ''}) with {described} into {summary['out']}{accuracy}; "
+          f"query them as the view `scores` (sparkcnn sql)")
     if summary["unreadable"]:
         named = "; ".join(summary["unreadable_named"])
         print(f"error: {summary['unreadable']} image(s) could not be read and were not scored: {named}", file=sys.stderr)
@@ -483,6 +488,8 @@ def cmd_status(args, run: Run) -> int:
 
 def cmd_export(args, run: Run) -> int:
     iteration, params = run.latest_params(args.iteration)
+    if os.path.lexists(args.out) and not args.overwrite:
+        raise RunError(f"{args.out} exists; pass --overwrite to replace it")
     if args.format == "onnx":
         from pipeline.onnx_export import INPUT, OUTPUT, build
 
@@ -494,7 +501,8 @@ def cmd_export(args, run: Run) -> int:
         print(f"wrote {args.out}: ONNX graph after {iteration} iterations; input {INPUT} uint8 (N, {h}, {w}, {c}), "
               f"output {OUTPUT} float32 (N, {run.network.classes})")
         return 0
-    np.savez(args.out, **params)
+    with open(args.out, "wb") as out:  # the name as given (np.savez would add .npz to a name)
+        np.savez(out, **params)
     print(f"wrote {args.out}: parameters after {iteration} iterations ({', '.join(sorted(params))})")
     return 0
 

@@ -70,15 +70,12 @@ def run_ingest(run, spark, key: str, epoch: int | None) -> dict:
     outputs = [r["file"] for r in results]
     outputs.append(write_table(run.storage, ingest.stats_table(results, description.image[2]), layout.DATA, "stats",
                                graph.ALL_PARTS))
-    digest = ingest.digest(results)
-    counts = {"train": sum(r["train"] for r in results), "test": sum(r["test"] for r in results), "digest": digest,
-              "source": source.where, "kind": source.kind, "image": list(description.image),
-              "classes": len(description.class_names), "class_names": list(description.class_names)}
+    counts = ingest.ingest_values(run.cfg, source, description, results)
     if not counts["train"] or not counts["test"]:
         run.storage.remove(layout.DATA)
         raise ingest.DataError(f"{source.where}: {counts['train']} training and {counts['test']} test images; "
                                f"training needs both splits")
-    return run.entry(key, [], {"data": digest}, outputs, {graph.ALL_PARTS: counts})
+    return run.entry(key, [], {"data": counts["digest"]}, outputs, {graph.ALL_PARTS: counts})
 
 
 def run_init(run, spark, key: str, epoch: int | None) -> dict:

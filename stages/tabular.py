@@ -60,10 +60,24 @@ def tensor(table: pa.Table, column: str) -> np.ndarray:
     return decode_column(table, column)
 
 
+STD_FLOOR = 1.0 / 255.0  # the least channel std divided by: one grey level of the [0, 1] scale
+
+
+def floored_std(std: np.ndarray) -> np.ndarray:
+    """Channel standard deviations as normalisation uses them: at least STD_FLOOR (a constant or nearly
+    constant channel is divided by the floor, as an epsilon does in a normalisation layer)."""
+    return np.maximum(std, STD_FLOOR)
+
+
+def normalization(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale, shift) per channel: x = pixel * scale - shift (the ONNX export folds the same in)."""
+    std = floored_std(std)
+    return (1.0 / (255.0 * std)).astype(np.float32), (mean / std).astype(np.float32)
+
+
 def normalize(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """uint8 pixels (N, H, W, C) -> float32 images scaled to [0, 1] and standardised per channel."""
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    shift = (mean / std).astype(np.float32)
+    scale, shift = normalization(mean, std)
     return pixels.astype(np.float32) * scale - shift
 
 
