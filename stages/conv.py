@@ -7,7 +7,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
-BLOCK = 32  # images per im2col tile: small enough for the columns to stay in cache
+BLOCK = 32  # images per im2col tile; the matrix products' shapes, and so their bits, depend on it
+COL2IM_BYTES = 1 << 19  # column bytes per col2im tile: about half a core's L2 cache
 
 
 def im2col_blocks(x: np.ndarray, kernel: int, stride: int, padding: int):
@@ -62,15 +63,24 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
     db = dflat.sum(axis=0, dtype=np.float32)
     dx = None
     if cache["input_grad"]:
-        n, h, wd, _ = x.shape
-        ho, wo = dout.shape[1:3]
-        dcols = (dflat @ w.reshape(filters, -1)).reshape(n, ho, wo, channels, kernel, kernel)
-        dxp = np.zeros((n, h + 2 * padding, wd + 2 * padding, channels), dtype=dout.dtype)
+        dcols = (dflat @ w.reshape(filters, -1)).reshape(*dout.shape[:3], channels, kernel, kernel)
+        dx = col2im(dcols, x.shape, stride, padding)
+    return dx, {"w": dw, "b": db}
+
+
+def col2im(dcols: np.ndarray, shape: tuple, stride: int, padding: int) -> np.ndarray:
+    """dcols (N, Ho, Wo, C, k, k) -> dx (N, H, W, C): each column added back where its window read it,
+    in (kh, kw) order starting from zero, a few images at a time so that their columns stay in cache."""
+    n, h, w, channels = shape
+    ho, wo, _, kernel, _ = dcols.shape[1:]
+    dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, channels), dcols.dtype)
+    step = max(1, COL2IM_BYTES // dcols[0].nbytes)
+    for start in range(0, n, step):
+        tile, cols = dxp[start: start + step], dcols[start: start + step]
         for i in range(kernel):
             for j in range(kernel):
-                dxp[:, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += dcols[..., i, j]
-        dx = dxp[:, padding: padding + h, padding: padding + wd, :]
-    return dx, {"w": dw, "b": db}
+                tile[:, i: i + stride * ho: stride, j: j + stride * wo: stride] += cols[..., i, j]
+    return dxp[:, padding: padding + h, padding: padding + w]
 
 
 def layer_params(layer, ctx) -> dict:
