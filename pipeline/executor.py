@@ -163,8 +163,9 @@ def run_stages_of_partition(task: MultiStageTask, indices: list[int]) -> Iterato
         created = False
         if not task.storage.exists(record):
             try:
-                rows = [{**row, "key": stage.key} for index in indices
-                        for row in run_unit(stage, _resolved(stage.units[index], written))]
+                with task.storage.deferred_writes():
+                    rows = [{**row, "key": stage.key} for index in indices
+                            for row in run_unit(stage, _resolved(stage.units[index], written))]
             except Exception:
                 with contextlib.suppress(Exception):
                     task.storage.write_bytes(progress_record(task.progress_dir, stage.key, indices[0], True), b"")
@@ -199,8 +200,9 @@ def execute(task: StageTask | FusedTask | MultiStageTask, indices):
             yield from run_stages_of_partition(task, list(indices))
             return
         run = run_fused_unit if isinstance(task, FusedTask) else run_unit
-        for index in indices:
-            yield from run(task, task.units[index])
+        with task.storage.deferred_writes():
+            rows = [row for index in indices for row in run(task, task.units[index])]
+        yield from rows
 
 
 @dataclass

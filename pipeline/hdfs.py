@@ -14,6 +14,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.client import HTTPConnection, HTTPException
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from urllib.request import urlopen
@@ -30,6 +31,7 @@ REQUEST_TIMEOUT_S = 60
 RETRY_BUDGET_S = 180
 NAMENODE_BUDGET_S = 10
 DEFAULT_RPC_PORT = 8020
+IN_FLIGHT = 4  # files a process sends at once with write_later
 
 
 class WebHdfsError(OSError):
@@ -94,6 +96,9 @@ class WebHdfs:
         self.rpc_address = ""  # the NameNode's RPC address, as its redirects name it to DataNodes
         self.requests = Counter()  # HTTP requests sent, by "namenode" and "datanode"
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._pending: list[Future] = []
 
     def read(self, path: str) -> bytes:
         return self._with_retries(f"read {path}", lambda exclude, again: self._read_once(path, exclude))
@@ -103,6 +108,23 @@ class WebHdfs:
         may be under `path` (a failed attempt's part is deleted before the next); callers that commit by
         name write a fresh name and rename it (Storage.write_bytes) or commit through the manifest."""
         self._with_retries(f"write {path}", lambda exclude, again: self._write_once(path, data, exclude, again))
+
+    def write_later(self, path: str, data: bytes) -> None:
+        """write() in a background thread, so that a file's round trips overlap the next file's work (at
+        most IN_FLIGHT at once; the caller blocks beyond that); wait() reports how they went."""
+        self._slots.acquire()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="webhdfs-write")
+        future = self._pool.submit(self.write, path, data)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append(future)
+
+    def wait(self) -> None:
+        """Wait for every write_later; raise the first failure."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        if any(errors):
+            raise next(e for e in errors if e)
 
     def _read_once(self, path: str, exclude: set[str]) -> bytes:
         location = self._direct(path, "OPEN", offset="0") or self._locate(path, "GET", "OPEN", exclude)

@@ -1,6 +1,7 @@
 """File access under a run root given as a path or URL (file://, hdfs://, any fsspec scheme)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from urllib.parse import unquote, urlsplit
@@ -40,6 +41,7 @@ class Storage:
             self.options = options or {}
         self.local = isinstance(self.fs, LocalFileSystem)
         self.hdfs = isinstance(self.fs, hdfs.HdfsFileSystem)
+        self._deferred = False
 
     def __getstate__(self):
         return {"url": self.url, "options": self.options}
@@ -144,8 +146,23 @@ class Storage:
         self._put(tmp, data)
         return tmp
 
-    def _put(self, path: str, data: bytes) -> None:
+    @contextlib.contextmanager
+    def deferred_writes(self):
+        """Within the block, fresh files on HDFS are sent in the background, overlapping what follows;
+        the block ends once all are written, raising if one failed (elsewhere: no change)."""
+        self._deferred = self.hdfs
+        try:
+            yield
+        finally:
+            self._deferred = False
+            if self.hdfs:
+                self.fs.webhdfs.wait()
+
+    def _put(self, path: str, data: bytes, later: bool = False) -> None:
         """Write a file in place (its folder made first where the file system does not make it)."""
+        if later and self._deferred:
+            self.fs.webhdfs.write_later(path, data)
+            return
         if not self.hdfs:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with self.fs.open(path, "wb") as f:
@@ -171,7 +188,7 @@ class Storage:
         pq.write_table(table, sink, **options)
         data = sink.getvalue().to_pybytes()
         if fresh:
-            self._put(self.path(rel), data)
+            self._put(self.path(rel), data, later=True)
         else:
             self.write_bytes(rel, data)
         return len(data)
