@@ -109,7 +109,7 @@ def ingest_count(cfg: Config) -> int:
 
 def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     params = update.init_params(net, cfg.train.seed)
-    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    velocity = update.zero_velocity(net)
     timings = []
     ids = np.arange(labels.size)
     for t in range(repeat + 1):
