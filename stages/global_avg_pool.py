@@ -8,13 +8,13 @@ from stages.tabular import StageResult, backward_result, layer_input, per_image_
 
 def forward(x: np.ndarray, params: dict | None = None) -> tuple[np.ndarray, dict]:
     """x (N, H, W, C) -> out (N, C); the cache holds the input shape."""
-    return x.mean(axis=(1, 2), dtype=np.float32), {"input_shape": x.shape}
+    return x.mean(axis=(1, 2), dtype=x.dtype), {"input_shape": x.shape}
 
 
 def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     """dout (N, C) -> dx (N, H, W, C), each position's share; no parameters."""
     n, h, w, c = cache["input_shape"]
-    share = dout * np.float32(1.0 / (h * w))
+    share = dout * dout.dtype.type(1.0 / (h * w))
     return np.ascontiguousarray(np.broadcast_to(share[:, None, None, :], (n, h, w, c))), {}
 
 
