@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import bench_cluster, bench_storage, config, graph, ingest, modes
 from pipeline.config import Config
 from pipeline.run import Run, network_for
+from pipeline.torch_graph import torch_model
 from schemas.network import Network
 from stages import network, update
 from stages.tabular import StageContext, normalize
@@ -113,7 +114,7 @@ def ingest_count(cfg: Config) -> int:
 
 def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     params = update.init_params(net, cfg.train.seed)
-    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    velocity = update.zero_velocity(net)
     timings = []
     ids = np.arange(labels.size)
     for t in range(repeat + 1):
@@ -130,37 +131,6 @@ def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     return Row("numpy (1 process)", labels.size, f, b, u)
 
 
-def torch_model(net: Network, params: dict[str, np.ndarray]):
-    """The network as a torch.nn.Sequential on NCHW images with the given parameters (the same arithmetic:
-    fc layers flatten in NHWC order and their weights are transposed, as sparkcnn lays them out)."""
-    import torch
-
-    class FlattenNHWC(torch.nn.Module):
-        def forward(self, x):
-            return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x
-
-    modules = []
-    for layer in net.layers:
-        if layer.type == "conv":
-            modules.append(torch.nn.Conv2d(layer.in_shape[2], layer["filters"], layer["kernel"], layer["stride"],
-                                           layer["padding"]))
-        elif layer.type == "fc":
-            modules += [FlattenNHWC(), torch.nn.Linear(layer.param_shapes["w"][0], layer["units"])]
-        else:
-            modules.append({"relu": lambda: torch.nn.ReLU(),
-                            "max_pool": lambda: torch.nn.MaxPool2d(layer["size"], layer["stride"]),
-                            "avg_pool": lambda: torch.nn.AvgPool2d(layer["size"], layer["stride"]),
-                            "dropout": lambda: torch.nn.Dropout(layer["rate"])}[layer.type]())
-    model = torch.nn.Sequential(*modules)
-    trained = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        for layer, module in zip(net.trained_layers, trained):
-            w = params[f"{layer.name}.w"]
-            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T if layer.type == "fc" else w)))
-            module.bias.copy_(torch.from_numpy(params[f"{layer.name}.b"]))
-    return model
-
-
 def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) -> Row | None:
     try:
         import torch
@@ -170,7 +140,7 @@ def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) 
         return None
     net = torch_model(net, update.init_params(net, cfg.train.seed)).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.train.learning_rate, momentum=cfg.train.momentum,
-                          weight_decay=cfg.train.weight_decay)
+                          weight_decay=cfg.train.weight_decay, nesterov=cfg.train.nesterov)
     xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
     yb = torch.from_numpy(labels.astype(np.int64)).to(device)
 

@@ -116,10 +116,11 @@ def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
     produced, values, seconds = chain.run_chain(batch, task.params.bind(task.context))
     values = {**values, "seconds": seconds}
     rows = []
+    update_reads = task.context.network.update_reads
     for stage in chain.shard_stages(task.context):
         for output, table in produced[stage].items():
             name = f"{stage}:{output}"
-            if output == "grads":
+            if update_reads.get(stage) == output:
                 rows.append(result_row(unit.part, name, "", table.num_rows, 0, values, chain.to_ipc(table)))
             if task.inspect_dir:
                 path = output_path(f"{task.inspect_dir}/{stage}", output, unit.part)

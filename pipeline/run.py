@@ -545,9 +545,11 @@ class Run:
 
     def hyper(self, t: int) -> dict:
         t_cfg = self.cfg.train
-        return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
-                                                      self.schedule().total_iterations),
-                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay, "iteration": t + 1}
+        sched = self.schedule()
+        return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations,
+                                                      t_cfg.lr_warmup_epochs * sched.iterations_per_epoch),
+                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay, "nesterov": t_cfg.nesterov,
+                "iteration": t + 1}
 
     def inspected(self, t: int) -> bool:
         """Whether iteration t keeps its stage outputs: listed for inspection, or every N-th in fused mode."""

@@ -87,7 +87,7 @@ def run_init(run, spark, key: str, epoch: int | None) -> dict:
                   for name in ("params", "velocity")}
     else:
         params = update.init_params(run.network, run.cfg.train.seed)
-        velocity = {n: np.zeros_like(p) for n, p in params.items()}
+        velocity = update.zero_velocity(run.network)
         tables = {name: arrays_to_table(arrays, name, 0) for name, arrays in (("params", params), ("velocity", velocity))}
     out_dir = layout.params_dir(branch.get("iteration", 0))
     outputs = [write_table(run.storage, table, out_dir, name, graph.ALL_PARTS) for name, table in tables.items()]

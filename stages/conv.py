@@ -27,12 +27,12 @@ def im2col_blocks(x: np.ndarray, kernel: int, stride: int, padding: int):
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-    """Convolve x (N, H, W, C) with params w (F, C, k, k) and b (F,).
+    """Convolve x (N, H, W, C) with params w (F, C, k, k) and b (F,) (no b: no bias).
 
     params also holds stride, padding and input_grad (whether backward returns dx).
     Returns out (N, Ho, Wo, F) and a cache holding x, not the im2col columns.
     """
-    w, b = params["w"], params["b"]
+    w = params["w"]
     filters, _, kernel, _ = w.shape
     stride, padding = params["stride"], params["padding"]
     ho = (x.shape[1] + 2 * padding - kernel) // stride + 1
@@ -41,18 +41,19 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     weights = np.ascontiguousarray(w.reshape(filters, -1).T)
     for start, stop, cols in im2col_blocks(x, kernel, stride, padding):
         np.matmul(cols, weights, out=out[start:stop].reshape(-1, filters))
-    out += b
+    if "b" in params:
+        out += params["b"]
     return out, make_cache(x, params)
 
 
 def make_cache(x: np.ndarray, params: dict) -> dict:
     """What backward needs: the input (im2col columns are recomputed, never kept)."""
     return {"x": x, "w": params["w"], "stride": params["stride"], "padding": params["padding"],
-            "input_grad": params.get("input_grad", False)}
+            "input_grad": params.get("input_grad", False), "bias": "b" in params}
 
 
 def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
-    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) or None when input_grad is off, grads {w, b}."""
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) or None when input_grad is off, grads {w, b} (b with a bias)."""
     x, w, stride, padding = cache["x"], cache["w"], cache["stride"], cache["padding"]
     filters, channels, kernel, _ = w.shape
     dw = np.zeros((filters, channels * kernel * kernel), np.result_type(dout, x))
@@ -65,7 +66,7 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
     if cache["input_grad"]:
         dcols = (dflat @ w.reshape(filters, -1)).reshape(*dout.shape[:3], channels, kernel, kernel)
         dx = col2im(dcols, x.shape, stride, padding)
-    return dx, {"w": dw, "b": db}
+    return dx, {"w": dw, "b": db} if cache.get("bias", True) else {"w": dw}
 
 
 def col2im(dcols: np.ndarray, shape: tuple, stride: int, padding: int) -> np.ndarray:
