@@ -1,7 +1,7 @@
 """Time a 4-point `sparkcnn sweep` run 2 at a time against the same 4 trials one after the other, on the
 embedded CIFAR-10 sample (each on a fresh run root whose ingest is timed apart). Prints one JSON line.
 
-    .venv/bin/python scripts/sweep_timing.py [--out DIR] [--epochs N] [--images N]
+    .venv/bin/python scripts/sweep_timing.py [--out DIR] [--epochs N] [--images N] [--order 2,1]
 """
 from __future__ import annotations
 
@@ -37,12 +37,13 @@ def main() -> None:
     parser.add_argument("--out", default="sweep-timing")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--order", default="2,1", help="the --parallel values, in the order they run")
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     settings = ["--epochs", str(args.epochs), "--mode", "fused", "--set", f"train.images={args.images}"]
     result = {"load_before": os.getloadavg()[0], "cores": os.cpu_count()}
-    for parallel in (2, 1):
+    for parallel in [int(n) for n in args.order.split(",")]:
         root = out / f"parallel-{parallel}"
         result[f"ingest_{parallel}"] = round(timed(["stage", "ingest", "--run-root", str(root), *settings[2:]]), 1)
         result[f"sweep_{parallel}"] = round(timed(["sweep", "--run-root", str(root), *settings, *GRID,

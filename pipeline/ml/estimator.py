@@ -9,7 +9,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from pipeline.config import ConfigError
-from pipeline.ml import frame, model, trials
+from pipeline.ml import frame, model, tracking, trials
 from pipeline.ml.params import CNNParams, CONFIG_KEYS, DATA_PARAMS, get_params_by_name
 from pipeline.run import Run
 from pipeline.storage import Storage
@@ -52,7 +52,7 @@ class CNNClassifier(Estimator, CNNParams, DefaultParamsWritable, DefaultParamsRe
         self._check_maps(maps)
         spark = dataset.sparkSession
         base, class_names = self._ingest(spark, dataset)
-        tracker = _tracker(self.getOrDefault(self.mlflowUri), base.storage.url, len(maps))
+        tracker = tracking.tracker(self.getOrDefault(self.mlflowUri), base.storage.url, len(maps))
 
         def train(index: int):
             trial = trials.open_trial(base, self.to_config("", base.cfg.data.path, maps[index]), _settings(maps[index]))
@@ -88,11 +88,6 @@ class CNNClassifier(Estimator, CNNParams, DefaultParamsWritable, DefaultParamsRe
 
 
 def _settings(param_map: dict) -> dict:
-    """A ParamMap's training settings by config key."""
-    return {CONFIG_KEYS[name]: value for name, value in param_map.items() if name in CONFIG_KEYS}
-
-
-def _tracker(uri: str, name: str, count: int):
-    from pipeline.ml import tracking
-
-    return tracking.tracker(uri, name, count)
+    """A ParamMap's training settings by config key (data params are the estimator's, checked apart)."""
+    return {CONFIG_KEYS[name]: value for name, value in param_map.items()
+            if name in CONFIG_KEYS and name not in DATA_PARAMS}

@@ -18,8 +18,7 @@ CONFIG_KEYS = {
     "mode": "run.mode", "testFraction": "data.test_fraction", "partitions": "spark.partitions",
     "mlflowUri": "tracking.mlflow_uri",
 }
-# settings that change what is ingested (the data written, its split): one value per ingest
-INGEST_KEYS = ("train.seed", "data.test_fraction")
+# params that shape what is ingested (the data written, its split) or where: one value per ingest
 DATA_PARAMS = ("imageCol", "labelCol", "heightCol", "widthCol", "channelsCol", "seed", "testFraction", "runRoot")
 
 

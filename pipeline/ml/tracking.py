@@ -35,7 +35,8 @@ class Tracker:
                               "'sparkcnn[mlflow]' (or -e '.[mlflow]')") from None
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(EXPERIMENT)
-        self.experiment = found.experiment_id if found else self.client.create_experiment(EXPERIMENT)
+        self.experiment = found.experiment_id if found else self.client.create_experiment(
+            EXPERIMENT, artifact_location=artifact_location(uri))
         self.parent = self.client.create_run(self.experiment, run_name=name).info.run_id if trials > 1 else None
         self.left = trials
         self._lock = threading.Lock()
@@ -66,6 +67,14 @@ class Tracker:
 def tracker(uri: str, name: str, trials: int = 1):
     """A Tracker for `uri`, or NoTracker when it is empty."""
     return Tracker(uri, name, trials) if uri else NoTracker()
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts beside a sqlite store (`mlartifacts/` next to the database file; MLflow's default is
+    ./mlruns in the working directory); None (the server's choice) for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
 
 
 def flat_settings(cfg) -> dict[str, str]:

@@ -61,9 +61,11 @@ def trial_root(base: Run, cfg: Config) -> str:
 def open_trial(base: Run, cfg: Config, settings: dict) -> Run:
     """The trial of `cfg` (whatever its run.root) under `base`, made with the shared ingest linked when missing."""
     root = trial_root(base, cfg)
-    trial = Run(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, root=root)), root)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, root=root))
+    trial = Run(cfg, root)
     if not trial.manifest.committed("ingest"):
         link_ingest(base, trial)
+        trial = Run(cfg, root)  # the network as the linked ingest recorded it
     if not trial.storage.exists(TRIAL_DOC):
         trial.storage.write_bytes(TRIAL_DOC, json.dumps({"settings": settings}, sort_keys=True).encode())
     return trial
@@ -77,7 +79,6 @@ def link_ingest(base: Run, trial: Run) -> None:
     extra = {"data": entry["values"][graph.ALL_PARTS]["digest"]}
     trial.manifest.commit({**{k: v for k, v in entry.items() if k != "committed_at"}, "outputs": outputs,
                            "extra": extra, "identity": trial.identity("ingest", [], extra)})
-    trial._network = None
 
 
 def trial_settings(root: Run) -> dict:

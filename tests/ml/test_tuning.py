@@ -115,6 +115,7 @@ def test_mlflow_nested_runs(spark, images, tmp_path):
         assert len(client.get_metric_history(child.info.run_id, "loss")) >= 2
         names = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"model.onnx", "report"} <= names
+    assert (tmp_path / "mlartifacts").is_dir() and not (REPO / "mlruns").exists()
 
 
 def test_nothing_imports_mlflow_without_tracking():
