@@ -253,6 +253,8 @@ def cmd_sql(args, run: Run) -> int:
         spark = session(run.cfg, conf=sql_server.settings(), querying=True)
         return sql_server.serve(spark, sql.RunViews(spark, run, shared=True), args.host, args.port, secret,
                                 args.tls_keystore, keystore_secret, on_ready=lambda line: print(line, flush=True))
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise RunError(f"{args.out} exists; add --overwrite to replace it")
     spark = session(run.cfg, conf=sql_guard.SESSION, querying=True)
     views = sql.RunViews(spark, run)
     if args.query is None:
@@ -268,11 +270,9 @@ def cmd_sql(args, run: Run) -> int:
 
 
 def write_result(args, result) -> int:
-    """A query's result on stdout or in --out, which exists only with --overwrite."""
+    """A query's result on stdout or in --out."""
     from pipeline import sql_output
 
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise RunError(f"{args.out} exists; add --overwrite to replace it")
     if args.format == "parquet":
         if not args.out:
             raise RunError("--format parquet needs --out FILE")

@@ -186,3 +186,36 @@ def test_jdbc_sessions_need_the_password_are_read_only_and_keep_their_views(run,
     finally:
         stop_server(server, cwd / "server.log")
     assert {k: v for k, v in files(Path(run.storage.path("")), cwd).items() if k != log} == before
+
+
+def keystore(folder: Path, password: str) -> tuple[Path, Path]:
+    """A PKCS12 keystore with a self-signed certificate for 127.0.0.1, and a truststore that trusts it."""
+    store, cert, trust = folder / "server.p12", folder / "server.crt", folder / "trust.p12"
+    keytool = ["keytool", "-noprompt", "-storepass", password]
+    for args in (["-genkeypair", "-alias", "sparkcnn", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2",
+                  "-dname", "CN=127.0.0.1", "-ext", "san=ip:127.0.0.1", "-keystore", store, "-storetype", "PKCS12",
+                  "-keypass", password],
+                 ["-exportcert", "-alias", "sparkcnn", "-keystore", store, "-file", cert],
+                 ["-importcert", "-alias", "sparkcnn", "-file", cert, "-keystore", trust, "-storetype", "PKCS12"]):
+        subprocess.run([*keytool, *map(str, args)], check=True, capture_output=True)
+    return store, trust
+
+
+def test_jdbc_over_tls(run, tmp_path, monkeypatch):
+    from tests.conftest import beeline, beeline_run, free_port, serve, stop_server
+
+    store, trust = keystore(tmp_path, "store-secret")
+    monkeypatch.setenv("SPARKCNN_SQL_KEYSTORE_PASSWORD", "store-secret")
+    monkeypatch.setenv("SPARKCNN_SQL_PASSWORD", "tls-pass-1")
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = serve(run.storage.url, port, log, "--tls-keystore", str(store))
+    try:
+        url = f"jdbc:hive2://127.0.0.1:{port}/default;ssl=true"
+        assert f"at {url} with a password (any user name), TLS" in log.read_text()
+        secured = f"{url};sslTrustStore={trust};trustStorePassword=store-secret"
+        assert beeline(secured, "SELECT COUNT(*) AS n FROM loss", "tls-pass-1") == ["n", "200"]
+        plain = beeline_run(f"jdbc:hive2://127.0.0.1:{port}/default", "SELECT 1 AS n", "tls-pass-1")
+        assert plain.returncode != 0 and "n\n1" not in plain.stdout
+    finally:
+        stop_server(server, log)
