@@ -99,7 +99,12 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--serve", action="store_true",
                      help="serve the views over JDBC/ODBC (Spark's Thrift server) until Ctrl-C or SIGTERM")
     sql.add_argument("--port", type=int, default=10000, help="--serve: the port (default 10000)")
-    sql.add_argument("--host", default="127.0.0.1", help="--serve: the address to listen on (default 127.0.0.1)")
+    sql.add_argument("--host", default="127.0.0.1", help="--serve: the address to listen on (default 127.0.0.1; "
+                                                         "any other needs a password)")
+    sql.add_argument("--password-file", help="--serve: a file whose first line is the password every connection "
+                                             "must give, any user name (default: $SPARKCNN_SQL_PASSWORD)")
+    sql.add_argument("--tls-keystore", help="--serve: a Java keystore (JKS or PKCS12) to encrypt connections with "
+                                            "(its password in $SPARKCNN_SQL_KEYSTORE_PASSWORD)")
     report = sub.add_parser("report", help="an HTML page with PNG charts made from the run's tables")
     report.add_argument("--run-root")
     report.add_argument("--out", required=True, help="folder for report.html and its charts")
@@ -254,10 +259,14 @@ def cmd_sql(args, run: Run) -> int:
 
         if args.query:
             raise RunError("--serve takes no query: connect a JDBC client to the server and query there")
+        secret = sql_server.password(args.host, args.password_file)
+        keystore_secret = sql_server.keystore_password(args.tls_keystore)
         sql_server.check_port(args.host, args.port)
-        spark = session(run.cfg, conf=sql_server.SINGLE_SESSION, querying=True)
-        return sql_server.serve(spark, sql.RunViews(spark, run), args.host, args.port,
-                                on_ready=lambda line: print(line, flush=True))
+        spark = session(run.cfg, conf=sql_server.settings(), querying=True)
+        return sql_server.serve(spark, sql.RunViews(spark, run, shared=True), args.host, args.port, secret,
+                                args.tls_keystore, keystore_secret, on_ready=lambda line: print(line, flush=True))
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise RunError(f"{args.out} exists; add --overwrite to replace it")
     spark = session(run.cfg, conf=sql_guard.SESSION, querying=True)
     views = sql.RunViews(spark, run)
     if args.query is None:
@@ -273,11 +282,9 @@ def cmd_sql(args, run: Run) -> int:
 
 
 def write_result(args, result) -> int:
-    """A query's result on stdout or in --out, which exists only with --overwrite."""
+    """A query's result on stdout or in --out."""
     from pipeline import sql_output
 
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise RunError(f"{args.out} exists; add --overwrite to replace it")
     if args.format == "parquet":
         if not args.out:
             raise RunError("--format parquet needs --out FILE")

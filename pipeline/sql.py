@@ -148,10 +148,11 @@ class RunViews:
     manifest entries and retirement records of the stages that feed it only (through the folders'
     indexes) and one DataFrame over the view's committed files with the schema the project declares (no
     schema inference, no Spark job); it is registered again when the files behind it change, so every
-    query sees what is committed at that moment."""
+    query sees what is committed at that moment. Shared views (the JDBC server's) are global temporary
+    views, which the guard's parser shows in every session as a temporary view of the same name."""
 
-    def __init__(self, spark, run):
-        self.spark, self.run = spark, run
+    def __init__(self, spark, run, shared: bool = False):
+        self.spark, self.run, self.shared = spark, run, shared
         self.sources: dict[str, ViewSource] = {}
         self._complete: set[str] = set()
         self._entries: dict[str, dict] | None = None
@@ -213,7 +214,8 @@ class RunViews:
         for name in names:
             signature = self._signature(name)
             if self._registered.get(name) != signature:
-                self._frame(name).createOrReplaceTempView(name)
+                frame = self._frame(name)
+                (frame.createOrReplaceGlobalTempView if self.shared else frame.createOrReplaceTempView)(name)
                 self._registered[name] = signature
 
     def _fill(self, names: list[str]) -> None:

@@ -3,8 +3,8 @@ of plan nodes (reads, temporary views, session SETs, listings) before Spark runs
 
 The policy is a small Java class (pipeline/java/sparkcnn), compiled on first use with the JDK's javac
 against pyspark's jars and kept under ~/.cache/sparkcnn, keyed by Spark's version, the java binary and
-the sources. `sparkcnn sql`, the prompt and the Python API call it over py4j; the JDBC server loads
-the jar (spark.jars) as a Spark SQL extension that guards every session's parser, and as the class
+the sources. `sparkcnn sql`, the prompt and the Python API call it over py4j; the JDBC server puts
+the jar on its driver's class path, as a Spark SQL extension that guards every session's parser, and as the class
 that checks passwords.
 """
 from __future__ import annotations
@@ -90,8 +90,9 @@ def classes_jar() -> Path:
 
 
 def server_settings() -> dict[str, str]:
-    """A JDBC server's session settings: the guard's jar and extension in every session."""
-    return {**SESSION, "spark.jars": classes_jar().as_uri(), "spark.sql.extensions": EXTENSION,
+    """A JDBC server's session settings: the guard's extension in every session. The jar goes on the
+    driver's class path (the Thrift server loads the password check in threads that see no other)."""
+    return {**SESSION, "spark.driver.extraClassPath": str(classes_jar()), "spark.sql.extensions": EXTENSION,
             "spark.sparkcnn.sessionViews": "true"}
 
 

@@ -68,14 +68,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def beeline(url: str, query: str) -> list[str]:
+def beeline(url: str, query: str, password: str | None = None) -> list[str]:
     """The CSV lines (header first) that beeline, from the pyspark wheel's jars, prints for a query."""
-    import pyspark
-
-    jars = Path(pyspark.__file__).parent / "jars"
-    done = subprocess.run(["java", "-cp", f"{jars}/*", "org.apache.hive.beeline.BeeLine", "-u", url,
-                           "--outputformat=csv2", "--silent=true", "--showHeader=true", "-e", query],
-                          capture_output=True, text=True, timeout=180)
+    done = beeline_run(url, query, password)
     assert done.returncode == 0, done.stderr[-3000:]
     prompt = f"0: {url}> "  # beeline echoes its prompt once
     return [line.removeprefix(prompt) for line in done.stdout.splitlines() if line.strip()]
@@ -171,3 +166,14 @@ def image_folder(root, classes=("cat", "dog", "owl"), per_class=8, shape=(8, 10,
             suffix = "jpg" if n % 4 == 3 else "png"
             image(rng, shape).save(root / c / f"{n:03d}.{suffix}")
     return root
+
+
+def beeline_run(url: str, query: str, password: str | None = None) -> subprocess.CompletedProcess:
+    """beeline, from the pyspark wheel's jars, run on a query (as user `analyst` when given a password)."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    login = ["-n", "analyst", "-p", password] if password is not None else []
+    return subprocess.run(["java", "-cp", f"{jars}/*", "org.apache.hive.beeline.BeeLine", "-u", url, *login,
+                           "--outputformat=csv2", "--silent=true", "--showHeader=true", "-e", query],
+                          capture_output=True, text=True, timeout=180)

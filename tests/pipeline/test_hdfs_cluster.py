@@ -232,13 +232,16 @@ def test_jdbc_server_on_hdfs_sees_a_training_as_it_commits(services, tmp_path):
     host = outward_address()
     port = free_port(host)
     log = tmp_path / "server.log"
-    server = serve(root, port, log, "--host", host)
+    secret = tmp_path / "password"
+    secret.write_text("served-on-hdfs\n")
+    server = serve(root, port, log, "--host", host, "--password-file", str(secret))
     try:
         url = f"jdbc:hive2://{host}:{port}/default"
         assert url in log.read_text()
         query = "SELECT (SELECT COUNT(DISTINCT iteration) FROM relu1_fwd) AS relu, " \
                 "(SELECT COUNT(DISTINCT iteration) FROM loss) AS loss"
-        assert beeline(url, query) == ["relu,loss", "2,1"]  # mid-iteration 1: its relu1_fwd is committed, loss not
+        # mid-iteration 1: its relu1_fwd is committed, loss not
+        assert beeline(url, query, "served-on-hdfs") == ["relu,loss", "2,1"]
         if host != "127.0.0.1":
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0  # bound to --host only
@@ -246,7 +249,7 @@ def test_jdbc_server_on_hdfs_sees_a_training_as_it_commits(services, tmp_path):
         trainer.wait()
         ok(sparkcnn(*train_args(root)))
         time.sleep(3 * sql_server.REFRESH_S)
-        assert beeline(url, query) == ["relu,loss", "2,2"]
+        assert beeline(url, query, "served-on-hdfs") == ["relu,loss", "2,2"]
     finally:
         if trainer.poll() is None:
             os.killpg(trainer.pid, 9)

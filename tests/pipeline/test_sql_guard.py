@@ -144,3 +144,78 @@ def test_the_guard_is_compiled_once_and_kept(tmp_path, monkeypatch):
     assert jar.parent == tmp_path / "sparkcnn" and jar.exists()
     stamp = jar.stat().st_mtime_ns
     assert sql_guard.classes_jar() == jar and jar.stat().st_mtime_ns == stamp
+
+
+def test_a_non_loopback_host_needs_a_password(run, monkeypatch, capsys):
+    monkeypatch.delenv("SPARKCNN_SQL_PASSWORD", raising=False)
+    assert main(["sql", "--run-root", run.storage.url, "--serve", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--host 0.0.0.0 is not a loopback address" in err and "--password-file FILE" in err
+    assert "SPARKCNN_SQL_PASSWORD" in err and err.count("\n") == 1
+
+
+def test_jdbc_sessions_need_the_password_are_read_only_and_keep_their_views(run, tmp_path):
+    from tests.conftest import beeline, beeline_run, free_port, serve, stop_server
+
+    secret = tmp_path / "password"
+    secret.write_text("correct-horse-9\n")
+    secret.chmod(0o600)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    port = free_port()
+    url = f"jdbc:hive2://127.0.0.1:{port}/default"
+    server = serve(run.storage.url, port, cwd / "server.log", "--password-file", str(secret))
+    log = str(cwd / "server.log")
+    before = {k: v for k, v in files(Path(run.storage.path("")), cwd).items() if k != log}
+    try:
+        count = "SELECT COUNT(*) AS n FROM loss"
+        for password in (None, "wrong"):
+            done = beeline_run(url, count, password)
+            assert done.returncode != 0 and "n\n200" not in done.stdout
+        assert beeline(url, count, "correct-horse-9") == ["n", "200"]
+        params = run.storage.path("params")
+        done = beeline_run(url, f"INSERT OVERWRITE DIRECTORY '{params}' USING parquet SELECT 1 AS x", "correct-horse-9")
+        assert done.returncode != 0 and "INSERT OVERWRITE DIRECTORY is refused" in done.stderr
+        shadow = "CREATE OR REPLACE TEMPORARY VIEW loss AS SELECT 14 AS fake; SELECT * FROM loss"
+        assert beeline(url, shadow, "correct-horse-9")[-2:] == ["fake", "14"]
+        assert beeline(url, count, "correct-horse-9") == ["n", "200"]  # another session: the run's view
+        views = beeline(url, "SHOW VIEWS", "correct-horse-9")
+        want = set(sql.view_names(sql.view_sources(run)))
+        assert want <= {line.split(",")[1] for line in views[1:]}
+        assert "image_id,bigint," in "\n".join(beeline(url, "DESCRIBE loss", "correct-horse-9"))
+    finally:
+        stop_server(server, cwd / "server.log")
+    assert {k: v for k, v in files(Path(run.storage.path("")), cwd).items() if k != log} == before
+
+
+def keystore(folder: Path, password: str) -> tuple[Path, Path]:
+    """A PKCS12 keystore with a self-signed certificate for 127.0.0.1, and a truststore that trusts it."""
+    store, cert, trust = folder / "server.p12", folder / "server.crt", folder / "trust.p12"
+    keytool = ["keytool", "-noprompt", "-storepass", password]
+    for args in (["-genkeypair", "-alias", "sparkcnn", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2",
+                  "-dname", "CN=127.0.0.1", "-ext", "san=ip:127.0.0.1", "-keystore", store, "-storetype", "PKCS12",
+                  "-keypass", password],
+                 ["-exportcert", "-alias", "sparkcnn", "-keystore", store, "-file", cert],
+                 ["-importcert", "-alias", "sparkcnn", "-file", cert, "-keystore", trust, "-storetype", "PKCS12"]):
+        subprocess.run([*keytool, *map(str, args)], check=True, capture_output=True)
+    return store, trust
+
+
+def test_jdbc_over_tls(run, tmp_path, monkeypatch):
+    from tests.conftest import beeline, beeline_run, free_port, serve, stop_server
+
+    store, trust = keystore(tmp_path, "store-secret")
+    monkeypatch.setenv("SPARKCNN_SQL_KEYSTORE_PASSWORD", "store-secret")
+    monkeypatch.setenv("SPARKCNN_SQL_PASSWORD", "tls-pass-1")
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = serve(run.storage.url, port, log, "--tls-keystore", str(store))
+    try:
+        url = f"jdbc:hive2://127.0.0.1:{port}/default;ssl=true"
+        assert f"at {url} with a password (any user name), TLS" in log.read_text()
+        secured = f"{url};sslTrustStore={trust};trustStorePassword=store-secret"
+        assert beeline(secured, "SELECT COUNT(*) AS n FROM loss", "tls-pass-1") == ["n", "200"]
+        plain = beeline_run(f"jdbc:hive2://127.0.0.1:{port}/default", "SELECT 1 AS n", "tls-pass-1")
+        assert plain.returncode != 0 and "n\n1" not in plain.stdout
+    finally:
+        stop_server(server, log)

@@ -18,16 +18,26 @@ public final class Password implements PasswdAuthenticationProvider {
 
     @Override
     public void Authenticate(String user, String password) throws AuthenticationException {
+        byte[] got = hex(digest(password == null ? "" : password));
+        if (!MessageDigest.isEqual(expected(), got)) {
+            throw new AuthenticationException("wrong password for the sparkcnn SQL server");
+        }
+    }
+
+    static byte[] expected() throws AuthenticationException {
         String file = System.getProperty(HASH_FILE);
         try {
-            byte[] want = Files.readString(Paths.get(file)).trim().getBytes(StandardCharsets.US_ASCII);
-            byte[] got = hex(MessageDigest.getInstance("SHA-256")
-                .digest((password == null ? "" : password).getBytes(StandardCharsets.UTF_8)));
-            if (!MessageDigest.isEqual(want, got)) {
-                throw new AuthenticationException("wrong password for the sparkcnn SQL server");
-            }
-        } catch (IOException | NoSuchAlgorithmException | NullPointerException e) {
-            throw new AuthenticationException("the sparkcnn SQL server cannot check passwords: " + e);
+            return Files.readString(Paths.get(file)).trim().getBytes(StandardCharsets.US_ASCII);
+        } catch (IOException | RuntimeException e) {
+            throw new AuthenticationException("the sparkcnn SQL server cannot read its password's hash: " + e);
+        }
+    }
+
+    static byte[] digest(String password) {
+        try {
+            return MessageDigest.getInstance("SHA-256").digest(password.getBytes(StandardCharsets.UTF_8));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
         }
     }
 

@@ -33,7 +33,8 @@ public final class Policy {
         "DescribeFunction", "ShowFunctions", "ShowNamespaces", "ShowCurrentNamespaceCommand", "UnresolvedTableOrView",
         "UnresolvedFunctionName", "SetCommand", "ResetCommand", "ExplainCommand", "DescribeQueryCommand",
         "CreateViewCommand", "DropView", "CurrentNamespace", "ShowNamespacesCommand", "ShowCreateTable",
-        "ShowTableProperties", "CreateVariable", "SetVariable", "DropVariable", "UnresolvedIdentifier"));
+        "ShowTableProperties", "CreateVariable", "SetVariable", "DropVariable", "UnresolvedIdentifier",
+        "SetCatalogAndNamespace"));
     static final Map<String, String> KINDS = Map.of(
         "InsertIntoStatement", "INSERT", "InsertIntoDir", "INSERT OVERWRITE DIRECTORY",
         "UnresolvedExecuteImmediate", "EXECUTE IMMEDIATE", "CreateNamespace", "CREATE DATABASE",
