@@ -61,10 +61,9 @@ def to_array(image) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     if mode in PALETTE:
         return np.asarray(image.convert("RGBA").convert("RGB"), dtype=np.uint8)
-    if mode == "I":
-        raise Refused("a 32-bit integer image (mode I) has no rule to 8-bit pixels; save it with 8 or 16 bits per sample")
-    if mode == "F":
-        raise Refused("a floating-point image (mode F) has no rule to 8-bit pixels; save it with 8 or 16 bits per sample")
+    if mode in ("I", "F"):
+        kind = "a 32-bit integer" if mode == "I" else "a floating-point"
+        raise Refused(f"{kind} image (mode {mode}) has no rule to 8-bit pixels; save it with 8 or 16 bits per sample")
     raise Refused(f"image mode {mode} is not supported; save it as grayscale or RGB")
 
 

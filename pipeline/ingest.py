@@ -200,7 +200,8 @@ def ingest_values(cfg, source: Source, description: Description, results: list[d
     """The ingest entry's values: counts per split, the content digest, where the data came from and its
     fingerprint (pipeline.fingerprint), image shape, classes, notes and the std floor's record."""
     return {"train": sum(r["train"] for r in results), "test": sum(r["test"] for r in results),
-            "digest": digest(results), "source": source.where, "fingerprint": fingerprint(resolve_data_path(cfg.data.path)),
+            "digest": digest(results), "source": source.where,
+            "fingerprint": fingerprint(resolve_data_path(cfg.data.path)),
             "kind": source.kind, "image": list(description.image), "classes": len(description.class_names),
             "class_names": list(description.class_names), "notes": list(description.notes),
             **std_record(results, description.image[2])}

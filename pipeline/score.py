@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from pipeline import ingest, layout
 from pipeline.errors import RunError
-from pipeline.lock import RunLock
 from pipeline.images import fit
+from pipeline.lock import RunLock
 from pipeline.sources import Description, Piece, Source, open_source
 from pipeline.storage import Storage
 from schemas.tables import SCORES_SCHEMA
@@ -138,6 +138,7 @@ def score(run, spark, params: dict, described_as: str, data: str, split: str | N
 
 def _score(run, spark, params: dict, described_as: str, source: Source, description: Description, split: str,
            out: Storage, progress) -> dict:
+    """The scoring itself, into an empty output folder: its table, _SUCCESS and the run's record of it."""
     numbered = ingest.numbered_pieces(spark, source, description, "score")
     mean, std = run.channel_stats()
     names = run.class_names()
