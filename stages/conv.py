@@ -40,8 +40,9 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     out = np.empty((x.shape[0], ho, wo, filters), np.result_type(x, w))
     weights = np.ascontiguousarray(w.reshape(filters, -1).T)
     for start, stop, cols in im2col_blocks(x, kernel, stride, padding):
-        np.matmul(cols, weights, out=out[start:stop].reshape(-1, filters))
-    out += b
+        tile = out[start:stop].reshape(-1, filters)
+        np.matmul(cols, weights, out=tile)
+        tile += b
     return out, make_cache(x, params)
 
 
