@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.pool import layer_params
+from stages.pool import layer_params, tiles
 from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
@@ -13,9 +13,10 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     size, stride = params["size"], params["stride"]
     ho, wo = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
     out = np.zeros((x.shape[0], ho, wo, x.shape[3]), x.dtype)
-    for i in range(size):
-        for j in range(size):
-            out += x[:, i: i + stride * ho: stride, j: j + stride * wo: stride]
+    for t in tiles(x.shape[0], x[0].nbytes):
+        for i in range(size):
+            for j in range(size):
+                out[t] += x[t, i: i + stride * ho: stride, j: j + stride * wo: stride]
     out *= np.float32(1.0 / (size * size))
     return out, {"input_shape": x.shape, "size": size, "stride": stride}
 
@@ -26,9 +27,10 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     ho, wo = dout.shape[1:3]
     share = dout * np.float32(1.0 / (size * size))
     dx = np.zeros(cache["input_shape"], dtype=dout.dtype)
-    for i in range(size):
-        for j in range(size):
-            dx[:, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += share
+    for t in tiles(dx.shape[0], dx[0].nbytes):
+        for i in range(size):
+            for j in range(size):
+                dx[t, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += share[t]
     return dx, {}
 
 

@@ -32,7 +32,7 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     params also holds stride, padding and input_grad (whether backward returns dx).
     Returns out (N, Ho, Wo, F) and a cache holding x, not the im2col columns.
     """
-    w = params["w"]
+    w, bias = params["w"], params.get("b")
     filters, _, kernel, _ = w.shape
     stride, padding = params["stride"], params["padding"]
     ho = (x.shape[1] + 2 * padding - kernel) // stride + 1
@@ -40,9 +40,10 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     out = np.empty((x.shape[0], ho, wo, filters), np.result_type(x, w))
     weights = np.ascontiguousarray(w.reshape(filters, -1).T)
     for start, stop, cols in im2col_blocks(x, kernel, stride, padding):
-        np.matmul(cols, weights, out=out[start:stop].reshape(-1, filters))
-    if "b" in params:
-        out += params["b"]
+        tile = out[start:stop].reshape(-1, filters)
+        np.matmul(cols, weights, out=tile)
+        if bias is not None:
+            tile += bias
     return out, make_cache(x, params)
 
 
