@@ -190,8 +190,9 @@ def test_bench_rows_on_hdfs_and_the_cluster_train_what_local_staged_trains(servi
     assert rows["staged on hdfs"]["bytes_written"] == rows["staged"]["bytes_written"] > 0
     assert remote["files_written"] == local["files_written"] > 0 and remote["files_read"] == local["files_read"] > 0
     assert remote["namenode_ops"]["CreateFileOps"] >= remote["files_written"] and not local["namenode_ops"]
-    assert result["ratios"]["hdfs_to_staged"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["staged"]["total"])
-    assert result["ratios"]["hdfs_to_memory"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["memory"]["total"])
+    hdfs_total = rows["staged on hdfs"]["total"]
+    assert result["ratios"]["hdfs_to_staged"] == pytest.approx(hdfs_total / rows["staged"]["total"])
+    assert result["ratios"]["hdfs_to_memory"] == pytest.approx(hdfs_total / rows["memory"]["total"])
 
 
 def test_run_completes_with_a_datanode_stopped_mid_run(services, local_reference):
