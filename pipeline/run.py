@@ -226,6 +226,11 @@ class Run:
         before_stage(run, key) and on_stage(run, outcome) are called around each stage."""
         if diverged := self.divergence():
             raise self._diverged(diverged)
+        if self.manifest.committed("ingest"):
+            sched = self.schedule()
+            for t in range(sched.start_iteration, sched.total_iterations):
+                size = sched.batch_images(t)
+                self.network.check_shard(size - (sched.shards(size) - 1) * sched.shard_size)
         outcomes = []
 
         def committed(outcome: StageOutcome, following: str | None) -> None:

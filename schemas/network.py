@@ -248,6 +248,18 @@ class Network:
                 self._upstream_trained[n] for n in layer.inputs)
         self._by_stage = {s: layer for layer in self.layers for s in (layer.forward_stage, layer.backward_stage)}
         self.graph = any("inputs" in spec for spec in resolved)
+        synced = [layer.name for layer in self.batch_norm_layers if layer["sync"]]
+        if synced:
+            raise NetworkError(f"layer {synced[0]}: batch_norm sync = true (statistics of the whole batch across "
+                               f"shards) is not built yet; use sync = false (each shard's own statistics)")
+
+    def check_shard(self, images: int) -> None:
+        """Refuse a shard of `images` images that gives a batch_norm layer one value per channel."""
+        for layer in self.batch_norm_layers:
+            if images * math.prod(layer.in_shape[:-1]) < 2:
+                raise NetworkError(f"layer {layer.name}: a shard of {images} image(s) gives one value per channel, "
+                                   f"whose unbiased variance is undefined; choose train.shard_size and batch_size so "
+                                   f"that no shard holds a single image")
 
     # layers and parameters
 

@@ -179,3 +179,12 @@ def test_new_keys_at_their_defaults_leave_identities_as_they_were():
                                       "train.nesterov=false", "train.lr_warmup_epochs=0"])
     assert explicit.fingerprint() == "3d47f2ba8a0d0579"
     assert config.load(overrides=["train.nesterov=true"]).fingerprint() != "3d47f2ba8a0d0579"
+
+
+def test_sync_batch_norm_and_single_value_shards_are_refused_before_spark_starts():
+    with pytest.raises(NetworkError, match="layer bn1: batch_norm sync = true"):
+        Network([{"type": "fc", "units": 10}, {"type": "batch_norm", "sync": True}], *CIFAR)
+    net = Network([{"type": "fc", "units": 4}, {"type": "batch_norm"}, {"type": "fc", "units": 10}], *CIFAR)
+    net.check_shard(2)
+    with pytest.raises(NetworkError, match="layer bn1: a shard of 1 image"):
+        net.check_shard(1)
