@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas.tables import arrays_to_table
+from schemas.statistics import batch_stats_table
 from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
@@ -77,11 +77,9 @@ def layer_params(layer, ctx, training: bool = False) -> dict:
 
 
 def stats_table(ctx, keys, count: int, mean: np.ndarray, m2: np.ndarray):
-    """A shard's batch statistics as named arrays `<layer>.count`, `.mean`, `.m2` (float64)."""
-    name = ctx.layer.name
-    arrays = {f"{name}.count": np.array([count], np.float64), f"{name}.mean": mean, f"{name}.m2": m2}
+    """A shard's batch statistics, a row per channel (count, mean, M2 in float64, biased variance)."""
     where = (ctx.key_of(keys, "iteration"), ctx.key_of(keys, "shard")) if keys is not None else ()
-    return arrays_to_table(arrays, f"{ctx.stage}.stats", *where)
+    return batch_stats_table(ctx.layer.name, count, mean, m2, *where)
 
 
 def forward_stage(inputs, ctx) -> StageResult:
