@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import config, graph, reference
+from pipeline import config, graph, reference, sql
 from pipeline.run import Run
 from tests.conftest import assert_bitwise_equal
 from tests.schemas.test_network import RESIDUAL
@@ -59,3 +59,21 @@ def test_running_statistics_move_and_follow_the_numpy_reference(runs):
     expected = reference.train(runs["staged"].cfg, ITERATIONS)
     for name in expected:
         assert np.linalg.norm(got[name] - expected[name]) <= 1e-5 * np.linalg.norm(expected[name]), name
+
+
+def test_sql_sees_every_shards_batch_statistics_and_every_versions_running_statistics(runs, spark):
+    run = runs["staged"]
+    sql.register_views(spark, run)
+    channels = sum(shape[0] for name, shape in run.network.state_shapes.items() if name.endswith("running_var"))
+    assert spark.sql("SELECT count(*) FROM running_stats").collect()[0][0] == channels * (ITERATIONS + 1)
+    shards = spark.sql("SELECT iteration, count(DISTINCT shard) AS n, min(count) AS images FROM batch_stats "
+                       "WHERE layer = 'stem_bn' GROUP BY iteration ORDER BY iteration").collect()
+    assert [(r.iteration, r.n) for r in shards] == [(0, 3), (1, 3)] and shards[0].images == 20 * 32 * 32
+    collapsed = spark.sql(COLLAPSED).collect()
+    assert collapsed == []  # two iterations at momentum 0.1 leave every variance near 1
+
+
+COLLAPSED = """
+SELECT layer, channel, running_var FROM running_stats
+WHERE version = (SELECT max(version) FROM running_stats) AND running_var < 1e-3
+ORDER BY layer, channel"""

@@ -1,6 +1,8 @@
 """The network as data: resolving the declared layers, refusing impossible stacks, and what is derived."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pipeline import config
@@ -188,3 +190,13 @@ def test_sync_batch_norm_and_single_value_shards_are_refused_before_spark_starts
     net.check_shard(2)
     with pytest.raises(NetworkError, match="layer bn1: a shard of 1 image"):
         net.check_shard(1)
+
+
+@pytest.mark.parametrize("name, blocks, params", [("resnet8", 1, 78042), ("resnet20", 3, 272474)])
+def test_the_resnet_configs_build(name, blocks, params):
+    cfg = config.load(config.REPO_CONF / f"{name}.toml")
+    net = Network(cfg.model.layers, *CIFAR)
+    assert sum(math.prod(s) for s in net.param_shapes.values()) == params
+    assert len([layer for layer in net.layers if layer.type == "add"]) == 3 * blocks
+    assert net.layer("s3b1_proj_fwd").out_shape == (8, 8, 64) and net.output.name == "fc"
+    assert cfg.train.nesterov and cfg.train.lr_warmup_epochs == 1 and not cfg.warnings()
