@@ -28,7 +28,7 @@ from pipeline.sources import CIFAR10_CLASSES
 from pipeline.storage import Storage
 from schemas.tables import METRICS_SCHEMA
 from schemas.network import Network, NetworkError, StageDef
-from stages import update
+from stages import batch_norm, update
 from stages.tabular import StageContext
 
 
@@ -230,7 +230,7 @@ class Run:
             sched = self.schedule()
             for t in range(sched.start_iteration, sched.total_iterations):
                 size = sched.batch_images(t)
-                self.network.check_shard(size - (sched.shards(size) - 1) * sched.shard_size)
+                batch_norm.check_shard(self.network, size - (sched.shards(size) - 1) * sched.shard_size)
         outcomes = []
 
         def committed(outcome: StageOutcome, following: str | None) -> None:

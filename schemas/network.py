@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
+from schemas.shapes import output_shape
 from schemas.topology import (INPUT_KEYS, MULTI_INPUT, NetworkError, declared_inputs, inputs_of, resolve_inputs,
                               topological)
 from schemas.tensors import SparseTensorSpec, TensorSpec
@@ -113,12 +114,6 @@ def resolve_layers(declared) -> tuple[dict, ...]:
     return resolve_inputs(resolved)
 
 
-def window_output(size: int, window: int, stride: int, padding: int = 0) -> int | None:
-    """Output length of a window sliding over `size` (None when it does not fit)."""
-    span = size + 2 * padding - window
-    return None if span < 0 else span // stride + 1
-
-
 @dataclass(frozen=True)
 class Input:
     """Where a stage input comes from: a source (an iteration stage, 'batches' or 'params'),
@@ -186,29 +181,6 @@ class Layer:
         return math.prod(w[1:]) if self.type == "conv" else w[0]
 
 
-def _output_shape(where: str, kind: str, options: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if kind in ("relu", "dropout", "batch_norm", "add"):
-        return shape
-    if kind == "fc":
-        return (options["units"],)
-    if len(shape) != 3:
-        raise NetworkError(f"{where}: a {kind} layer needs an image-shaped input (height, width, channels), but "
-                           f"the layer before it gives {shape}; fc layers belong after the last {kind}")
-    h, w, c = shape
-    if kind == "global_avg_pool":
-        return (c,)
-    if kind == "conv":
-        window, stride, padding, channels = options["kernel"], options["stride"], options["padding"], options["filters"]
-    else:
-        window, stride, padding, channels = options["size"], options["stride"], 0, c
-    ho, wo = window_output(h, window, stride, padding), window_output(w, window, stride, padding)
-    if ho is None or wo is None:
-        what = "kernel" if kind == "conv" else "window"
-        raise NetworkError(f"{where}: a {window}x{window} {what} does not fit its {h}x{w} input"
-                           + (f" with padding {padding}" if kind == "conv" else ""))
-    return (ho, wo, channels)
-
-
 class Network:
     """A graph of layers on images of one shape, the last declared one ending in softmax cross-entropy
     over `classes`; `layers` in the order they run."""
@@ -226,7 +198,7 @@ class Network:
             if len(set(in_shapes)) > 1:
                 raise NetworkError(f"{where}: an add needs inputs of one shape, got "
                                    + ", ".join(f"{n} {s}" for n, s in zip(inputs, in_shapes)))
-            out = _output_shape(where, spec["type"], options, in_shapes[0])
+            out = output_shape(where, spec["type"], options, in_shapes[0])
             shapes[spec["name"]] = out
             built.append(Layer(len(built), spec["name"], spec["type"], options, in_shapes[0], out, inputs))
         self.layers = tuple(built)
@@ -252,14 +224,6 @@ class Network:
         if synced:
             raise NetworkError(f"layer {synced[0]}: batch_norm sync = true (statistics of the whole batch across "
                                f"shards) is not built yet; use sync = false (each shard's own statistics)")
-
-    def check_shard(self, images: int) -> None:
-        """Refuse a shard of `images` images that gives a batch_norm layer one value per channel."""
-        for layer in self.batch_norm_layers:
-            if images * math.prod(layer.in_shape[:-1]) < 2:
-                raise NetworkError(f"layer {layer.name}: a shard of {images} image(s) gives one value per channel, "
-                                   f"whose unbiased variance is undefined; choose train.shard_size and batch_size so "
-                                   f"that no shard holds a single image")
 
     # layers and parameters
 

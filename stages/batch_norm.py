@@ -5,9 +5,12 @@ statistics, which are state kept with the parameters and stepped by the update (
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from schemas.statistics import batch_stats_table
+from schemas.topology import NetworkError
 from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
@@ -61,6 +64,15 @@ def running_step(mean: np.ndarray, var: np.ndarray, stats: tuple, momentum: floa
     new_mean = (1 - momentum) * mean.astype(np.float64) + momentum * batch_mean
     new_var = (1 - momentum) * var.astype(np.float64) + momentum * (m2 / (count - 1))
     return new_mean.astype(np.float32), new_var.astype(np.float32)
+
+
+def check_shard(network, images: int) -> None:
+    """Refuse a shard of `images` images that gives a batch_norm layer one value per channel."""
+    for layer in network.batch_norm_layers:
+        if images * math.prod(layer.in_shape[:-1]) < 2:
+            raise NetworkError(f"layer {layer.name}: a shard of {images} image(s) gives one value per channel, "
+                               f"whose unbiased variance is undefined; choose train.shard_size and batch_size so "
+                               f"that no shard holds a single image")
 
 
 def check_count(layer, count: int) -> None:

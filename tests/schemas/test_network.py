@@ -8,6 +8,7 @@ import pytest
 from pipeline import config
 from pipeline.config import ConfigError
 from schemas.network import DEFAULT_LAYERS, Network, NetworkError, resolve_layers
+from stages import batch_norm
 
 CIFAR = ((32, 32, 3), 10)
 THREE_CONV = [
@@ -187,9 +188,9 @@ def test_sync_batch_norm_and_single_value_shards_are_refused_before_spark_starts
     with pytest.raises(NetworkError, match="layer bn1: batch_norm sync = true"):
         Network([{"type": "fc", "units": 10}, {"type": "batch_norm", "sync": True}], *CIFAR)
     net = Network([{"type": "fc", "units": 4}, {"type": "batch_norm"}, {"type": "fc", "units": 10}], *CIFAR)
-    net.check_shard(2)
+    batch_norm.check_shard(net, 2)
     with pytest.raises(NetworkError, match="layer bn1: a shard of 1 image"):
-        net.check_shard(1)
+        batch_norm.check_shard(net, 1)
 
 
 @pytest.mark.parametrize("name, blocks, params", [("resnet8", 1, 78042), ("resnet20", 3, 272474)])
