@@ -23,6 +23,25 @@ def moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return count, mean, m2
 
 
+def combine(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Per-shard (count, mean, M2) -> the whole batch's, combined pairwise in the order given (Chan et al.),
+    in float64: no sum of squares, so no cancellation."""
+    count, mean, m2 = parts[0]
+    for n, part_mean, part_m2 in parts[1:]:
+        total = count + n
+        delta = part_mean - mean
+        mean = mean + delta * (n / total)
+        m2 = m2 + part_m2 + delta * delta * (count * n / total)
+        count = total
+    return count, mean, m2
+
+
+def gradient_sums(dout: np.ndarray, xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of dout, sum of dout x xhat) per channel in float64: a shard's part of the backward statistics."""
+    axes = tuple(range(dout.ndim - 1))
+    return dout.sum(axis=axes, dtype=np.float64), (dout * xhat).sum(axis=axes, dtype=np.float64)
+
+
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     """x (N, ..., C), params gamma, beta, running_mean, running_var (C,), eps, training -> out shaped as x.
 
@@ -47,9 +66,7 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     """dout shaped as x -> dx, grads {gamma, beta} (C,), through the batch statistics. With cache's
     `sums` = (sum dout, sum dout*xhat) over the whole batch (sync), dx uses those instead of the shard's."""
     xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
-    axes = tuple(range(dout.ndim - 1))
-    dbeta = dout.sum(axis=axes, dtype=np.float64)
-    dgamma = (dout * xhat).sum(axis=axes, dtype=np.float64)
+    dbeta, dgamma = gradient_sums(dout, xhat)
     total_beta, total_gamma = cache.get("sums") or (dbeta, dgamma)
     n = cache["count"]
     dt = dout.dtype
