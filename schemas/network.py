@@ -216,8 +216,7 @@ class Network:
                                f"{classes} units")
         self._upstream_trained = {}
         for layer in self.layers:
-            self._upstream_trained[layer.name] = self.trains(layer) or any(
-                self._upstream_trained[n] for n in layer.inputs)
+            self._upstream_trained[layer.name] = self.trains(layer) or any(self._upstream_trained[n] for n in layer.inputs)
         self._by_stage = {s: layer for layer in self.layers for s in (layer.forward_stage, layer.backward_stage)}
         self.graph = any("inputs" in spec for spec in resolved)
         synced = [layer.name for layer in self.batch_norm_layers if layer["sync"]]
@@ -264,12 +263,12 @@ class Network:
         return tuple(layer for layer in self.layers if layer.type == "batch_norm")
 
     def describe(self) -> str:
-        """The network on one line: each layer's name, type and output shape per image (and, in a graph,
-        the layers it reads)."""
+        """Each layer's name, type and output shape per image, on one line for a stack; a graph's a layer
+        a line, with the layers each reads."""
         def inputs(layer):
             return f" <- {'+'.join(layer.inputs) or 'images'}" if self.graph else ""
-        return " -> ".join(f"{layer.name} ({layer.type}, {'x'.join(map(str, layer.out_shape))}{inputs(layer)})"
-                           for layer in self.layers)
+        return ("\n  " if self.graph else " -> ").join(
+            f"{layer.name} ({layer.type}, {'x'.join(map(str, layer.out_shape))}{inputs(layer)})" for layer in self.layers)
 
     # stages
 
