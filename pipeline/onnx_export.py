@@ -55,12 +55,16 @@ def build(net, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray,
     x = g.node("Cast", [INPUT], "input", to=TensorProto.FLOAT)
     x = g.node("Mul", [x, g.constant("input.scale", scale)], "input")
     x = g.node("Sub", [x, g.constant("input.shift", shift)], "input")
+    outputs = {}  # by layer: its output tensor and that tensor's layout
     for layer in net.layers:
         name = layer.name
+        if layer.inputs:
+            x, g.layout = outputs[layer.inputs[0]]
         if layer.type == "conv":
             k = layer["kernel"]
             x = g.to("NCHW", x, name)
-            x = g.node("Conv", [x, g.constant(f"{name}.w", params[f"{name}.w"]), g.constant(f"{name}.b", params[f"{name}.b"])],
+            bias = [g.constant(f"{name}.b", params[f"{name}.b"])] if layer["bias"] else []
+            x = g.node("Conv", [x, g.constant(f"{name}.w", params[f"{name}.w"]), *bias],
                        name, kernel_shape=[k, k], strides=[layer["stride"]] * 2, pads=[layer["padding"]] * 4)
         elif layer.type in ("max_pool", "avg_pool"):
             x = g.to("NCHW", x, name)
@@ -73,11 +77,27 @@ def build(net, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray,
                 x = g.node("Flatten", [g.to("NHWC", x, name)], name, axis=1)  # fc flattens in NHWC order
             x = g.node("MatMul", [x, g.constant(f"{name}.w", params[f"{name}.w"])], name)
             x = g.node("Add", [x, g.constant(f"{name}.b", params[f"{name}.b"])], name)
-        elif layer.type == "dropout":
-            continue  # identity at inference
-        else:
+        elif layer.type == "batch_norm":  # inference form: the running statistics
+            x = g.to("NCHW", x, name) if len(layer.in_shape) == 3 else x
+            x = g.node("BatchNormalization", [x, *(g.constant(f"{name}.{p}", params[f"{name}.{p}"]) for p in
+                                                  ("gamma", "beta", "running_mean", "running_var"))],
+                       name, epsilon=layer["eps"])
+        elif layer.type == "add":
+            terms = []
+            for source in layer.inputs:
+                y, g.layout = outputs[source]
+                terms.append(g.to("NCHW", y, name) if len(layer.in_shape) == 3 else y)
+            x = terms[0]
+            for y in terms[1:]:
+                x = g.node("Add", [x, y], name)
+        elif layer.type == "global_avg_pool":
+            x = g.node("Flatten", [g.node("GlobalAveragePool", [g.to("NCHW", x, name)], name)], name, axis=1)
+            g.layout = "NHWC"  # (N, C): no spatial axes left
+        elif layer.type != "dropout":  # dropout: identity at inference
             raise ValueError(f"layer {name}: type {layer.type} has no ONNX form")
-    if len(net.layers[-1].out_shape) == 3:
+        outputs[name] = x, g.layout
+    x, g.layout = outputs[net.output.name]
+    if len(net.output.out_shape) == 3:
         x = g.node("Flatten", [g.to("NHWC", x, "output")], "output", axis=1)
     g.nodes.append(helper.make_node("Softmax", [x], [OUTPUT], name="output/Softmax", axis=1))
     graph = helper.make_graph(

@@ -19,7 +19,7 @@ def load_checkpoint(run: Run, checkpoint: str | None, iteration: int | None) -> 
         return f"{run.storage.url} after {done} iterations", params
     if iteration is not None:
         raise RunError("--checkpoint and --iteration name two different sets of parameters: give one")
-    return checkpoint, read_checkpoint(checkpoint, run.network.param_shapes)
+    return checkpoint, read_checkpoint(checkpoint, {**run.network.param_shapes, **run.network.state_shapes})
 
 
 def read_checkpoint(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

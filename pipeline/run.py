@@ -29,7 +29,7 @@ from pipeline.sources import CIFAR10_CLASSES, locate
 from pipeline.storage import Storage
 from schemas.tables import METRICS_SCHEMA
 from schemas.network import Network, NetworkError, StageDef
-from stages import update
+from stages import batch_norm, update
 from stages.tabular import STD_FLOOR, StageContext
 
 
@@ -254,6 +254,11 @@ class Run:
         before_stage(run, key) and on_stage(run, outcome) are called around each stage."""
         if diverged := self.divergence():
             raise self._diverged(diverged)
+        if self.manifest.committed("ingest"):
+            sched = self.schedule()
+            for t in range(sched.start_iteration, sched.total_iterations):
+                size = sched.batch_images(t)
+                batch_norm.check_shard(self.network, size - (sched.shards(size) - 1) * sched.shard_size)
         outcomes = []
 
         def committed(outcome: StageOutcome, following: str | None) -> None:

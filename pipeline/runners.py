@@ -11,7 +11,7 @@ import pyarrow as pa
 from pipeline import graph, ingest, layout
 from pipeline.errors import RunError
 from pipeline.executor import ShuffleTask, StageTask, Unit, execute, write_shard
-from schemas.tables import TASK_RESULT_SCHEMA, arrays_to_table
+from schemas.tables import TASK_RESULT_SCHEMA
 from stages import update
 from stages.tabular import StageContext
 
@@ -88,7 +88,7 @@ def run_init(run, spark, key: str, epoch: int | None) -> dict:
     else:
         params = update.init_params(run.network, run.cfg.train.seed)
         velocity = update.zero_velocity(run.network)
-        tables = {name: arrays_to_table(arrays, name, 0) for name, arrays in (("params", params), ("velocity", velocity))}
+        tables = update.version_tables(run.network, params, velocity, 0)
     out_dir = layout.params_dir(branch.get("iteration", 0))
     outputs = [write_table(run.storage, table, out_dir, name, graph.ALL_PARTS) for name, table in tables.items()]
     return run.entry(key, [], {"branch": branch} if branch else {}, outputs, {})

@@ -19,6 +19,7 @@ from pipeline.score import latest_scoring
 from schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, SCORES_SCHEMA, STATS_SCHEMA,
                             arrays_schema, images_schema, table_schema)
 from schemas.tensors import decode_rows
+from schemas.statistics import BATCH_STATS_SCHEMA, RUNNING_STATS_SCHEMA
 
 
 
@@ -83,6 +84,9 @@ def view_sources(run, entries: dict[str, dict] | None = None,
         views[stage] = ViewSource(stage, stored_schema(net, stage), literals={"stage": stage})
     for stage in net.gradient_stages:
         views[f"{stage}_grads"] = ViewSource(f"{stage}_grads", arrays_schema(f"{stage}.grads"), literals={"stage": stage})
+    if net.batch_norm_layers:
+        views["batch_stats"] = ViewSource("batch_stats", BATCH_STATS_SCHEMA)
+        views["running_stats"] = ViewSource("running_stats", RUNNING_STATS_SCHEMA)
     scoring = latest_scoring(run)
     if scoring is not None:
         views["scores"] = ViewSource("scores", SCORES_SCHEMA, [(scoring["files"], {})], absolute=True)
@@ -99,6 +103,7 @@ def view_sources(run, entries: dict[str, dict] | None = None,
 def view_feeds(net):
     """feeds(key): the views a committed stage adds files to, as (view, output, literal columns)."""
     per_image, gradients = set(net.per_image_stages), set(net.gradient_stages)
+    statistics = set(net.statistics_stages)
 
     def feeds(key: str) -> list[tuple[str, str, dict]]:
         return of_stage(*graph.parse_key(key)[:2])
@@ -116,6 +121,9 @@ def view_feeds(net):
             found.append((stage, graph.PER_IMAGE, {}))
         if stage in ("init", "update"):
             found += [("params", "params", {}), ("velocity", "velocity", {})]
+            found += [("running_stats", "running", {})] if net.batch_norm_layers else []
+        if stage in statistics:
+            found.append(("batch_stats", "stats", {}))
         if stage in gradients:
             found.append((f"{stage}_grads", "grads", {}))
         return found

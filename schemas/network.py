@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
+from schemas.shapes import output_shape
 from schemas.topology import (INPUT_KEYS, MULTI_INPUT, NetworkError, declared_inputs, inputs_of, resolve_inputs,
                               topological)
 from schemas.tensors import SparseTensorSpec, TensorSpec
@@ -113,12 +114,6 @@ def resolve_layers(declared) -> tuple[dict, ...]:
     return resolve_inputs(resolved)
 
 
-def window_output(size: int, window: int, stride: int, padding: int = 0) -> int | None:
-    """Output length of a window sliding over `size` (None when it does not fit)."""
-    span = size + 2 * padding - window
-    return None if span < 0 else span // stride + 1
-
-
 @dataclass(frozen=True)
 class Input:
     """Where a stage input comes from: a source (an iteration stage, 'batches' or 'params'),
@@ -186,29 +181,6 @@ class Layer:
         return math.prod(w[1:]) if self.type == "conv" else w[0]
 
 
-def _output_shape(where: str, kind: str, options: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if kind in ("relu", "dropout", "batch_norm", "add"):
-        return shape
-    if kind == "fc":
-        return (options["units"],)
-    if len(shape) != 3:
-        raise NetworkError(f"{where}: a {kind} layer needs an image-shaped input (height, width, channels), but "
-                           f"the layer before it gives {shape}; fc layers belong after the last {kind}")
-    h, w, c = shape
-    if kind == "global_avg_pool":
-        return (c,)
-    if kind == "conv":
-        window, stride, padding, channels = options["kernel"], options["stride"], options["padding"], options["filters"]
-    else:
-        window, stride, padding, channels = options["size"], options["stride"], 0, c
-    ho, wo = window_output(h, window, stride, padding), window_output(w, window, stride, padding)
-    if ho is None or wo is None:
-        what = "kernel" if kind == "conv" else "window"
-        raise NetworkError(f"{where}: a {window}x{window} {what} does not fit its {h}x{w} input"
-                           + (f" with padding {padding}" if kind == "conv" else ""))
-    return (ho, wo, channels)
-
-
 class Network:
     """A graph of layers on images of one shape, the last declared one ending in softmax cross-entropy
     over `classes`; `layers` in the order they run."""
@@ -226,7 +198,7 @@ class Network:
             if len(set(in_shapes)) > 1:
                 raise NetworkError(f"{where}: an add needs inputs of one shape, got "
                                    + ", ".join(f"{n} {s}" for n, s in zip(inputs, in_shapes)))
-            out = _output_shape(where, spec["type"], options, in_shapes[0])
+            out = output_shape(where, spec["type"], options, in_shapes[0])
             shapes[spec["name"]] = out
             built.append(Layer(len(built), spec["name"], spec["type"], options, in_shapes[0], out, inputs))
         self.layers = tuple(built)
@@ -244,10 +216,13 @@ class Network:
                                f"{classes} units")
         self._upstream_trained = {}
         for layer in self.layers:
-            self._upstream_trained[layer.name] = self.trains(layer) or any(
-                self._upstream_trained[n] for n in layer.inputs)
+            self._upstream_trained[layer.name] = self.trains(layer) or any(self._upstream_trained[n] for n in layer.inputs)
         self._by_stage = {s: layer for layer in self.layers for s in (layer.forward_stage, layer.backward_stage)}
         self.graph = any("inputs" in spec for spec in resolved)
+        synced = [layer.name for layer in self.batch_norm_layers if layer["sync"]]
+        if synced:
+            raise NetworkError(f"layer {synced[0]}: batch_norm sync = true (statistics of the whole batch across "
+                               f"shards) is not built yet; use sync = false (each shard's own statistics)")
 
     # layers and parameters
 
@@ -288,12 +263,12 @@ class Network:
         return tuple(layer for layer in self.layers if layer.type == "batch_norm")
 
     def describe(self) -> str:
-        """The network on one line: each layer's name, type and output shape per image (and, in a graph,
-        the layers it reads)."""
+        """Each layer's name, type and output shape per image, on one line for a stack; a graph's a layer
+        a line, with the layers each reads."""
         def inputs(layer):
             return f" <- {'+'.join(layer.inputs) or 'images'}" if self.graph else ""
-        return " -> ".join(f"{layer.name} ({layer.type}, {'x'.join(map(str, layer.out_shape))}{inputs(layer)})"
-                           for layer in self.layers)
+        return ("\n  " if self.graph else " -> ").join(
+            f"{layer.name} ({layer.type}, {'x'.join(map(str, layer.out_shape))}{inputs(layer)})" for layer in self.layers)
 
     # stages
 

@@ -5,9 +5,12 @@ statistics, which are state kept with the parameters and stepped by the update (
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from schemas.tables import arrays_to_table
+from schemas.statistics import batch_stats_table
+from schemas.topology import NetworkError
 from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
@@ -18,6 +21,25 @@ def moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     mean = x.mean(axis=axes, dtype=np.float64)
     m2 = np.square(x - mean).sum(axis=axes)
     return count, mean, m2
+
+
+def combine(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Per-shard (count, mean, M2) -> the whole batch's, combined pairwise in the order given (Chan et al.),
+    in float64: no sum of squares, so no cancellation."""
+    count, mean, m2 = parts[0]
+    for n, part_mean, part_m2 in parts[1:]:
+        total = count + n
+        delta = part_mean - mean
+        mean = mean + delta * (n / total)
+        m2 = m2 + part_m2 + delta * delta * (count * n / total)
+        count = total
+    return count, mean, m2
+
+
+def gradient_sums(dout: np.ndarray, xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of dout, sum of dout x xhat) per channel in float64: a shard's part of the backward statistics."""
+    axes = tuple(range(dout.ndim - 1))
+    return dout.sum(axis=axes, dtype=np.float64), (dout * xhat).sum(axis=axes, dtype=np.float64)
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
@@ -44,9 +66,7 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
     """dout shaped as x -> dx, grads {gamma, beta} (C,), through the batch statistics. With cache's
     `sums` = (sum dout, sum dout*xhat) over the whole batch (sync), dx uses those instead of the shard's."""
     xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
-    axes = tuple(range(dout.ndim - 1))
-    dbeta = dout.sum(axis=axes, dtype=np.float64)
-    dgamma = (dout * xhat).sum(axis=axes, dtype=np.float64)
+    dbeta, dgamma = gradient_sums(dout, xhat)
     total_beta, total_gamma = cache.get("sums") or (dbeta, dgamma)
     n = cache["count"]
     dt = dout.dtype
@@ -63,6 +83,15 @@ def running_step(mean: np.ndarray, var: np.ndarray, stats: tuple, momentum: floa
     return new_mean.astype(np.float32), new_var.astype(np.float32)
 
 
+def check_shard(network, images: int) -> None:
+    """Refuse a shard of `images` images that gives a batch_norm layer one value per channel."""
+    for layer in network.batch_norm_layers:
+        if images * math.prod(layer.in_shape[:-1]) < 2:
+            raise NetworkError(f"layer {layer.name}: a shard of {images} image(s) gives one value per channel, "
+                               f"whose unbiased variance is undefined; choose train.shard_size and batch_size so "
+                               f"that no shard holds a single image")
+
+
 def check_count(layer, count: int) -> None:
     if count < 2:
         raise ValueError(f"layer {layer.name}: a shard with one value per channel has no unbiased variance "
@@ -77,11 +106,9 @@ def layer_params(layer, ctx, training: bool = False) -> dict:
 
 
 def stats_table(ctx, keys, count: int, mean: np.ndarray, m2: np.ndarray):
-    """A shard's batch statistics as named arrays `<layer>.count`, `.mean`, `.m2` (float64)."""
-    name = ctx.layer.name
-    arrays = {f"{name}.count": np.array([count], np.float64), f"{name}.mean": mean, f"{name}.m2": m2}
+    """A shard's batch statistics, a row per channel (count, mean, M2 in float64, biased variance)."""
     where = (ctx.key_of(keys, "iteration"), ctx.key_of(keys, "shard")) if keys is not None else ()
-    return arrays_to_table(arrays, f"{ctx.stage}.stats", *where)
+    return batch_stats_table(ctx.layer.name, count, mean, m2, *where)
 
 
 def forward_stage(inputs, ctx) -> StageResult:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from schemas.tables import arrays_to_table, table_to_arrays
+from schemas.statistics import batch_stats_of, running_stats_table
 from stages.batch_norm import running_step
 from stages.tabular import StageResult
 
@@ -78,9 +79,7 @@ def step_running_stats(network, params: dict, stats: dict[str, list]) -> dict[st
         name = layer.name
         mean, var = params[f"{name}.running_mean"], params[f"{name}.running_var"]
         for table in stats[layer.forward_stage]:
-            a = table_to_arrays(table)
-            mean, var = running_step(mean, var, (a[f"{name}.count"][0], a[f"{name}.mean"], a[f"{name}.m2"]),
-                                     layer["momentum"])
+            mean, var = running_step(mean, var, batch_stats_of(table), layer["momentum"])
         new.update({f"{name}.running_mean": mean, f"{name}.running_var": var})
     return new
 
@@ -100,5 +99,14 @@ def update_stage(inputs, ctx) -> StageResult:
     params.update(step_running_stats(net, ctx.params, {s: inputs[s] for s in net.statistics_stages}))
     version = h.get("iteration")
     finite = all(np.isfinite(a).all() for a in (*params.values(), *velocity.values()))
-    return StageResult({"params": arrays_to_table(params, "params", version),
-                        "velocity": arrays_to_table(velocity, "velocity", version)}, {"params_finite": bool(finite)})
+    return StageResult(version_tables(net, params, velocity, version), {"params_finite": bool(finite)})
+
+
+def version_tables(network, params: dict, velocity: dict, version: int | None) -> dict:
+    """A parameter version's tables: params (running statistics included), velocity, and, with batch
+    norm, the running statistics a row per channel (for SQL; kept when retention removes the rest)."""
+    tables = {"params": arrays_to_table(params, "params", version),
+              "velocity": arrays_to_table(velocity, "velocity", version)}
+    if network.batch_norm_layers:
+        tables["running"] = running_stats_table(network, params, version)
+    return tables

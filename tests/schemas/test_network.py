@@ -1,11 +1,14 @@
 """The network as data: resolving the declared layers, refusing impossible stacks, and what is derived."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pipeline import config
 from pipeline.config import ConfigError
 from schemas.network import DEFAULT_LAYERS, Network, NetworkError, resolve_layers
+from stages import batch_norm
 
 CIFAR = ((32, 32, 3), 10)
 THREE_CONV = [
@@ -179,3 +182,22 @@ def test_new_keys_at_their_defaults_leave_identities_as_they_were():
                                       "train.nesterov=false", "train.lr_warmup_epochs=0"])
     assert explicit.fingerprint() == "3d47f2ba8a0d0579"
     assert config.load(overrides=["train.nesterov=true"]).fingerprint() != "3d47f2ba8a0d0579"
+
+
+def test_sync_batch_norm_and_single_value_shards_are_refused_before_spark_starts():
+    with pytest.raises(NetworkError, match="layer bn1: batch_norm sync = true"):
+        Network([{"type": "fc", "units": 10}, {"type": "batch_norm", "sync": True}], *CIFAR)
+    net = Network([{"type": "fc", "units": 4}, {"type": "batch_norm"}, {"type": "fc", "units": 10}], *CIFAR)
+    batch_norm.check_shard(net, 2)
+    with pytest.raises(NetworkError, match="layer bn1: a shard of 1 image"):
+        batch_norm.check_shard(net, 1)
+
+
+@pytest.mark.parametrize("name, blocks, params", [("resnet8", 1, 78042), ("resnet20", 3, 272474)])
+def test_the_resnet_configs_build(name, blocks, params):
+    cfg = config.load(config.REPO_CONF / f"{name}.toml")
+    net = Network(cfg.model.layers, *CIFAR)
+    assert sum(math.prod(s) for s in net.param_shapes.values()) == params
+    assert len([layer for layer in net.layers if layer.type == "add"]) == 3 * blocks
+    assert net.layer("s3b1_proj_fwd").out_shape == (8, 8, 64) and net.output.name == "fc"
+    assert cfg.train.nesterov and cfg.train.lr_warmup_epochs == 1 and not cfg.warnings()

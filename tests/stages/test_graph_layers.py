@@ -111,3 +111,29 @@ def test_nesterov_and_warm_up_follow_pytorch():
     np.testing.assert_allclose(params["p"], p.detach().numpy(), rtol=1e-6)
     rates = [update.learning_rate(1.0, "cosine", i, 10, 4) for i in range(10)]
     assert rates[:4] == [0.25, 0.5, 0.75, 1.0] and rates[4] == 1.0 and rates[7] == pytest.approx(0.5)
+
+
+def test_whole_batch_statistics_from_shards_equal_the_batchs_own():
+    """The kernels of whole-batch (synchronised) batch norm: per-shard count, mean and M2 combined in float64,
+    and the backward through the batch sums of the gradients, equal the whole batch computed at once."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((9, 3, 3, 4)) * 3 + 1000).astype(np.float32)  # a large mean: no cancellation
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    c = x.shape[-1]
+    params = {"gamma": rng.standard_normal(c).astype(np.float32), "beta": np.zeros(c, np.float32), "eps": 1e-5,
+              "training": True}
+    shards = [slice(0, 4), slice(4, 8), slice(8, 9)]
+    count, mean, m2 = batch_norm.combine([batch_norm.moments(x[s]) for s in shards])
+    whole = x.astype(np.float64).reshape(-1, c)
+    assert count == whole.shape[0]
+    np.testing.assert_allclose(mean, whole.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m2 / count, whole.var(0), rtol=1e-9)
+    synced = {**params, "batch": (count, mean, m2)}
+    caches = [batch_norm.forward(x[s], synced)[1] for s in shards]
+    sums = [batch_norm.gradient_sums(dout[s], cache["xhat"]) for s, cache in zip(shards, caches)]
+    totals = tuple(sum(part[k] for part in sums) for k in (0, 1))
+    dx = np.concatenate([batch_norm.backward(dout[s], {**cache, "sums": totals})[0] for s, cache in zip(shards, caches)])
+    out_whole, cache_whole = batch_norm.forward(x, params)
+    np.testing.assert_allclose(np.concatenate([batch_norm.forward(x[s], synced)[0] for s in shards]), out_whole,
+                               atol=1e-5)
+    np.testing.assert_allclose(dx, batch_norm.backward(dout, cache_whole)[0], atol=1e-5)
