@@ -19,12 +19,9 @@ import pyarrow.compute as pc
 from pipeline import graph
 from pipeline.errors import RunError
 from pipeline.run import Run
+from pipeline.sql_guard import QueryError, QueryRefused  # noqa: F401 (QueryRefused: for callers)
 from schemas.tables import table_to_arrays
 from schemas.tensors import decode_column
-
-
-class QueryError(RunError):
-    """A query Spark refused (a view or column that does not exist, a syntax error): Spark's one-line message."""
 
 
 class OpenRun:
@@ -49,8 +46,9 @@ class OpenRun:
             from pyspark.sql import SparkSession
 
             from pipeline.spark import session
+            from pipeline.sql_guard import SESSION
 
-            self._spark = SparkSession.getActiveSession() or session(self.run.cfg, querying=True)
+            self._spark = SparkSession.getActiveSession() or session(self.run.cfg, conf=SESSION, querying=True)
         return self._spark
 
     def _catalog(self):
@@ -62,7 +60,8 @@ class OpenRun:
 
     def sql(self, query: str) -> pa.Table:
         """The result of a Spark SQL query over the run's views (`.to_pandas()` for pandas); notes about
-        outputs retention removed go to the `notes` attribute of the call's result metadata."""
+        outputs retention removed go to the `notes` attribute of the call's result metadata. Queries are
+        read-only: a statement that would write is refused (QueryRefused, a QueryError) before it runs."""
         from pipeline.cli import sql_error
 
         notes = self._catalog().prepare(query)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, graph, ingest, modes
+from pipeline import bench_cluster, bench_storage, config, graph, ingest, modes
 from pipeline.config import Config
 from pipeline.run import Run, network_for
+from pipeline.torch_graph import torch_model
 from schemas.network import Network
 from stages import network, update
 from stages.tabular import StageContext, normalize
@@ -50,6 +51,10 @@ class Row:
     fixed_cost: float | None = None
     io_ms_per_mb: float | None = None
     phases: dict = field(default_factory=dict)
+    storage: dict = field(default_factory=dict)
+    root: str = ""
+    params_digest: str = ""
+    same_params: bool | None = None
 
     @property
     def total(self) -> float:
@@ -109,7 +114,7 @@ def ingest_count(cfg: Config) -> int:
 
 def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     params = update.init_params(net, cfg.train.seed)
-    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    velocity = update.zero_velocity(net)
     timings = []
     ids = np.arange(labels.size)
     for t in range(repeat + 1):
@@ -126,37 +131,6 @@ def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     return Row("numpy (1 process)", labels.size, f, b, u)
 
 
-def torch_model(net: Network, params: dict[str, np.ndarray]):
-    """The network as a torch.nn.Sequential on NCHW images with the given parameters (the same arithmetic:
-    fc layers flatten in NHWC order and their weights are transposed, as sparkcnn lays them out)."""
-    import torch
-
-    class FlattenNHWC(torch.nn.Module):
-        def forward(self, x):
-            return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x
-
-    modules = []
-    for layer in net.layers:
-        if layer.type == "conv":
-            modules.append(torch.nn.Conv2d(layer.in_shape[2], layer["filters"], layer["kernel"], layer["stride"],
-                                           layer["padding"]))
-        elif layer.type == "fc":
-            modules += [FlattenNHWC(), torch.nn.Linear(layer.param_shapes["w"][0], layer["units"])]
-        else:
-            modules.append({"relu": lambda: torch.nn.ReLU(),
-                            "max_pool": lambda: torch.nn.MaxPool2d(layer["size"], layer["stride"]),
-                            "avg_pool": lambda: torch.nn.AvgPool2d(layer["size"], layer["stride"]),
-                            "dropout": lambda: torch.nn.Dropout(layer["rate"])}[layer.type]())
-    model = torch.nn.Sequential(*modules)
-    trained = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        for layer, module in zip(net.trained_layers, trained):
-            w = params[f"{layer.name}.w"]
-            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T if layer.type == "fc" else w)))
-            module.bias.copy_(torch.from_numpy(params[f"{layer.name}.b"]))
-    return model
-
-
 def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) -> Row | None:
     try:
         import torch
@@ -166,7 +140,7 @@ def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) 
         return None
     net = torch_model(net, update.init_params(net, cfg.train.seed)).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.train.learning_rate, momentum=cfg.train.momentum,
-                          weight_decay=cfg.train.weight_decay)
+                          weight_decay=cfg.train.weight_decay, nesterov=cfg.train.nesterov)
     xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
     yb = torch.from_numpy(labels.astype(np.int64)).to(device)
 
@@ -202,7 +176,7 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
     jvm = spark.sparkContext._gateway.proc.pid if spark.sparkContext._gateway.proc else os.getpid()
     run.train(spark, 1)
     os.sync()  # the measured iterations do not wait for the disk to take what earlier rows wrote
-    with PeakMemory(os.getpid(), jvm) as peak:
+    with PeakMemory(os.getpid(), jvm) as peak, bench_storage.Counted(run.storage) as ops:
         run.train(spark, 1 + repeat)
     rows = [m for m in run.metrics().to_pylist() if m["kind"] == "stage" and m["iteration"] >= 1]
     per_stage = {s: statistics.median(m["seconds"] for m in rows if m["stage"] == s)
@@ -215,7 +189,8 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
                sum(per_stage.get(s, 0.0) for s in run.network.backward_stages),
                per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage,
                per_stage.get("loss") if modes.MODES[mode].times_stages else None, io_cost(entries),
-               stage_phases(entries))
+               stage_phases(entries), bench_storage.stage_io(entries, ops.ops, repeat), run.storage.url,
+               bench_storage.params_digest(run, 1 + repeat))
 
 
 def io_cost(entries: list[dict]) -> float | None:
@@ -321,7 +296,8 @@ def cache_table(variants: list[Row], net: Network) -> str:
 
 
 def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Path, torch: bool = True,
-              hdfs_root: str | None = None, cache_variants: bool = True, epoch_sizes: list[int] = ()) -> dict:
+              hdfs_root: str | None = None, cache_variants: bool = True, epoch_sizes: list[int] = (),
+              master: str | None = None) -> dict:
     from pipeline.spark import session
 
     out.mkdir(parents=True, exist_ok=True)
@@ -353,6 +329,11 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         row.name = name
         rows.append(row)
         print(table([row], torch_cpu).splitlines()[-1], flush=True)
+    if master:
+        rows += bench_cluster.cluster_rows(cfg, master, images, repeat, hdfs_root, work)
+    staged = next(r for r in rows if r.name == "staged")
+    for r in rows:
+        r.same_params = r.params_digest == staged.params_digest if r.params_digest else None
     scaled = [r for r in rows if r.name in MODES or r is torch_cpu] + torch_scaled
     for size in scaling:
         if size == images:
@@ -386,10 +367,17 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         hdfs_total = by_name["staged on hdfs"].total
         result["ratios"] |= {"hdfs_to_staged": hdfs_total / by_name["staged"].total,
                              "hdfs_to_memory": hdfs_total / by_name["memory"].total}
+    roots = {"local": str(work), **({"hdfs": hdfs_root} if hdfs_root else {})}
+    result["file_costs"] = bench_storage.per_file_costs(roots)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     chart(rows, scaled, out / "bench.png")
     print()
     print(table(rows, torch_cpu))
+    print("\nper iteration, what each stored row moves (files read and written; NN ops and rpc: the NameNode's file "
+          "operations and RPC calls, on HDFS) and what that costs; same params: bitwise equal to staged\n"
+          + bench_storage.storage_table(rows))
+    print("".join(f"a small file on {name}: write {c['write_ms']:.2f} ms, read {c['read_ms']:.2f} ms\n"
+                  for name, c in result["file_costs"].items()), end="")
     print(f"\nstaged / memory: {result['ratios']['staged_to_memory']:.2f}")
     print("fixed cost of a stage (fixed s: the loss stage, which computes next to nothing); ms/MB: the tasks' "
           "reading and writing time per MB read and written"

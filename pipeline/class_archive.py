@@ -2,7 +2,7 @@
 
 Every driver maps the archive for its Java and Spark when there is one (`-XX:SharedArchiveFile`). When
 there is none, the command, once it has ended, starts a maker in the background at the lowest priority
-(`python -m pipeline.class_archive`): a small Spark workload whose JVM writes the archive as it exits
+(`python -m pipeline.archive_maker`): a small Spark workload whose JVM writes the archive as it exits
 (`-XX:ArchiveClassesAtExit`, under a lock, to a partial file renamed into place once the JVM has ended).
 A JVM that cannot use an archive (another Java, another class path) ignores it and loads its classes as
 usual, so results never depend on it.
@@ -93,7 +93,7 @@ class ClassArchive:
             return
         nice = ["nice", "-n", "19"] if shutil.which("nice") else []
         try:
-            subprocess.Popen([*nice, sys.executable, "-m", "pipeline.class_archive"], start_new_session=True,
+            subprocess.Popen([*nice, sys.executable, "-m", "pipeline.archive_maker"], start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
             pass
@@ -172,35 +172,3 @@ class ClassArchive:
             pass
         finally:
             self._remove_leftovers(os.getpid())
-
-
-def make() -> int:
-    """Make this machine's archive now, from a small Spark workload (Parquet, SQL, Arrow, Python workers),
-    unless it exists or another process is making it. The archive is written as this process ends."""
-    import tempfile
-
-    from pipeline.config import Config
-    from pipeline.spark import session
-
-    archive = ClassArchive()
-    if archive.path is None or archive.path.exists():
-        return 0
-    if not archive._take_lock():
-        archive.wait_for_maker()
-        if archive.path.exists() or not archive._take_lock():
-            return 0
-    os.environ[MAKER_ENV] = "1"
-    try:
-        spark = session(Config())
-        with tempfile.TemporaryDirectory() as folder:
-            spark.range(100).selectExpr("id", "id % 3 AS k").write.parquet(f"{folder}/t")
-            spark.read.parquet(f"{folder}/t").groupBy("k").count().orderBy("k").toArrow()
-            spark.sparkContext.parallelize(range(4), 2).map(lambda x: x + 1).collect()
-    except Exception as e:
-        archive.failed.write_text(f"the maker's Spark workload failed: {e}\n")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(make())

@@ -86,11 +86,15 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--epoch-images", default="5000,50000",
                        help="driver memory over one epoch of each size (sizes beyond the data are skipped)")
     bench.add_argument("--run-root", dest="hdfs_root", help="also time staged mode on this run root (e.g. hdfs://...)")
+    bench.add_argument("--master", help="also time the Spark rows on this cluster (e.g. spark://host:7077)")
     sql = sub.add_parser("sql", help="query a run's tables with Spark SQL (no query: an interactive prompt)")
     sql.add_argument("query", nargs="?", help="a SQL query; without it, an interactive prompt opens")
     sql.add_argument("--run-root")
-    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                     help="table (default; for reading: long arrays, floats and binary abbreviated), or csv, json "
+                          "(one object per line) and parquet, which write every value in full")
     sql.add_argument("--out", help="write the result to this file (needed for parquet)")
+    sql.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sql.add_argument("--views-sql", metavar="FILE", help="write CREATE VIEW statements for a plain spark-sql shell")
     sql.add_argument("--serve", action="store_true",
                      help="serve the views over JDBC/ODBC (Spark's Thrift server) until Ctrl-C or SIGTERM")
@@ -104,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score a data source as a Spark job: a Parquet table of predictions "
                                          "(the run's `scores` view)")
     score.add_argument("--data", help="a data source as train takes it (default: the run's own)")
-    score.add_argument("--split", default="test", help="test (default), train or all")
+    score.add_argument("--split", help="test, train or all (default: test of the run's own data and of sources with a "
+                                       "split of their own, else all)")
     score.add_argument("--out", required=True, help="folder or URL for the Parquet table")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     for p in (evaluate, predict, score):
@@ -122,7 +127,8 @@ def parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the trained network: parameters as named numpy arrays (.npz) or an "
                                            "ONNX graph (uint8 NHWC images in, class probabilities out)")
     export.add_argument("--run-root")
-    export.add_argument("--out", required=True)
+    export.add_argument("--out", required=True, help="the file to write, exactly as named")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     export.add_argument("--format", choices=("npz", "onnx"), default="npz", help="npz (default) or onnx")
     export.add_argument("--iteration", type=int, help="parameters after N iterations (default: the latest)")
     return root
@@ -178,7 +184,7 @@ def prepare(run: Run) -> None:
 def cmd_train(args, run: Run) -> int:
     from pipeline.spark import session
 
-    for warning in run.cfg.warnings():
+    for warning in [*run.cfg.warnings(), *run.data_notes()]:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     with RunLock(run.storage):
         run.save_config()
@@ -231,16 +237,16 @@ def cmd_bench(args, run) -> int:
     scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
     epochs = [int(n) for n in args.epoch_images.split(",") if n.strip()]
     bench.run_bench(cfg, args.images, scaling, args.repeat, Path(args.out), not args.no_torch, args.hdfs_root,
-                    not args.no_cache_policies, epochs)
+                    not args.no_cache_policies, epochs, args.master)
     return 0
 
 
 def cmd_sql(args, run: Run) -> int:
-    from pipeline import sql
+    from pipeline import sql, sql_guard, sql_output
     from pipeline.spark import session
 
     if args.views_sql:
-        Path(args.views_sql).write_text(sql.views_sql(run, Path.cwd().as_uri()))
+        Path(args.views_sql).write_text(sql_output.views_sql(run, Path.cwd().as_uri()))
         print(f"wrote {args.views_sql}")
         return 0
     if args.serve:
@@ -252,7 +258,7 @@ def cmd_sql(args, run: Run) -> int:
         spark = session(run.cfg, conf=sql_server.SINGLE_SESSION, querying=True)
         return sql_server.serve(spark, sql.RunViews(spark, run), args.host, args.port,
                                 on_ready=lambda line: print(line, flush=True))
-    spark = session(run.cfg, querying=True)
+    spark = session(run.cfg, conf=sql_guard.SESSION, querying=True)
     views = sql.RunViews(spark, run)
     if args.query is None:
         return sql_prompt(spark, run, views)
@@ -263,6 +269,15 @@ def cmd_sql(args, run: Run) -> int:
     except Exception as e:
         print(f"error: {sql_error(e)}", file=sys.stderr)
         return 2
+    return write_result(args, result)
+
+
+def write_result(args, result) -> int:
+    """A query's result on stdout or in --out, which exists only with --overwrite."""
+    from pipeline import sql_output
+
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise RunError(f"{args.out} exists; add --overwrite to replace it")
     if args.format == "parquet":
         if not args.out:
             raise RunError("--format parquet needs --out FILE")
@@ -271,7 +286,7 @@ def cmd_sql(args, run: Run) -> int:
         pq.write_table(result, args.out)
         print(f"wrote {args.out}: {result.num_rows} rows")
         return 0
-    text = sql.aligned(result) + "\n" if args.format == "table" else sql.render(result, args.format)
+    text = sql_output.aligned(result) + "\n" if args.format == "table" else sql_output.render(result, args.format)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}: {result.num_rows} rows")
@@ -287,7 +302,7 @@ def sql_error(error: Exception) -> str:
 
 def sql_prompt(spark, run: Run, views) -> int:
     """An interactive prompt: statements end with ';', history is kept in ~/.sparkcnn_sql_history."""
-    from pipeline import sql
+    from pipeline import sql_output
 
     history = Path.home() / ".sparkcnn_sql_history"
     try:
@@ -319,7 +334,7 @@ def sql_prompt(spark, run: Run, views) -> int:
             try:
                 for note in views.prepare(query):
                     print(note)
-                print(sql.aligned(spark.sql(query).toArrow()))
+                print(sql_output.aligned(spark.sql(query).toArrow()))
             except (Exception, signals.Interrupted) as e:
                 if ended := spark_mod.jvm_ended(e):
                     print(f"error: {ended}; the prompt cannot go on")
@@ -403,8 +418,11 @@ def cmd_score(args, run: Run) -> int:
                     TaskProgress(spark, "scoring"))
     accuracy = (f"; accuracy {summary['correct'] / summary['labelled']:.4f} on {summary['labelled']} labelled images"
                 if summary["labelled"] else "; no labels comparable with the run's classes")
-    print(f"scored {summary['images']} images of {summary['data']} (split {summary['split']}) with {described} "
-          f"into {summary['out']}{accuracy}; query them as the view `scores` (sparkcnn sql)")
+    skipped = [f"{n} {what}" for n, what in ((summary["other_split"], f"outside split {summary['split']}"),
+                                             (summary["unreadable"], "unreadable")) if n]
+    print(f"scored {summary['images']} images of {summary['data']} (split {summary['split']}"
+          f"{'; skipped ' + ', '.join(skipped) if skipped else ''}) with {described} into {summary['out']}{accuracy}; "
+          f"query them as the view `scores` (sparkcnn sql)")
     if summary["unreadable"]:
         named = "; ".join(summary["unreadable_named"])
         print(f"error: {summary['unreadable']} image(s) could not be read and were not scored: {named}", file=sys.stderr)
@@ -470,6 +488,8 @@ def cmd_status(args, run: Run) -> int:
 
 def cmd_export(args, run: Run) -> int:
     iteration, params = run.latest_params(args.iteration)
+    if os.path.lexists(args.out) and not args.overwrite:
+        raise RunError(f"{args.out} exists; pass --overwrite to replace it")
     if args.format == "onnx":
         from pipeline.onnx_export import INPUT, OUTPUT, build
 
@@ -481,7 +501,8 @@ def cmd_export(args, run: Run) -> int:
         print(f"wrote {args.out}: ONNX graph after {iteration} iterations; input {INPUT} uint8 (N, {h}, {w}, {c}), "
               f"output {OUTPUT} float32 (N, {run.network.classes})")
         return 0
-    np.savez(args.out, **params)
+    with open(args.out, "wb") as out:  # the name as given (np.savez would add .npz to a name)
+        np.savez(out, **params)
     print(f"wrote {args.out}: parameters after {iteration} iterations ({', '.join(sorted(params))})")
     return 0
 

@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
+from schemas.topology import identity_layers
 from schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -24,6 +25,7 @@ JITS = ("auto", *JIT_FLAGS)
 DEFAULT_CONFIG = REPO_CONF / "default.toml"
 
 
+NEW_TRAIN_DEFAULTS = {"nesterov": False, "lr_warmup_epochs": 0}  # left out of identities at their default
 LEGACY_MODEL_KEYS = ("filters", "kernel", "stride", "padding", "pool_size", "pool_stride", "classes")
 
 
@@ -47,6 +49,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     images: int = 0
+    nesterov: bool = False
+    lr_warmup_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ class Config:
         identities of runs made before those settings existed stay the same)."""
         full = self.to_dict()
         settings = {section: full[section] for section in self.RESULT_SECTIONS}
+        settings["model"]["layers"] = identity_layers(settings["model"]["layers"])
+        settings["train"] = {k: v for k, v in settings["train"].items()
+                             if not (k in NEW_TRAIN_DEFAULTS and v == NEW_TRAIN_DEFAULTS[k])}
         defaults = dataclasses.asdict(DataConfig())
         data = {k: v for k, v in full["data"].items() if k != "path" and v != defaults[k]}
         if data:
@@ -139,6 +146,7 @@ class Config:
             ("train.momentum", 0 <= self.train.momentum < 1),
             ("train.weight_decay", self.train.weight_decay >= 0),
             ("train.images", self.train.images >= 0),
+            ("train.lr_warmup_epochs", 0 <= self.train.lr_warmup_epochs < self.train.epochs),
             ("spark.partitions", self.spark.partitions >= 1),
             ("run.iterations", self.run.iterations >= 0),
             ("run.keep_iterations", self.run.keep_iterations >= 1),

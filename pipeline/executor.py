@@ -91,7 +91,7 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     for output, table in result.tables.items():
         path = output_path(task.out_dir, output, unit.part)
         faults.hit("write", task.key)
-        size = task.storage.write_parquet(table, path)
+        size = task.storage.write_parquet(table, path, fresh=True)
         rows.append(result_row(unit.part, output, path, table.num_rows, size, result.values))
         faults.hit("in-task", task.key)
     timing = {"start": start, "read": t1 - t0, "compute": t2 - t1, "write": time.perf_counter() - t2}
@@ -116,14 +116,15 @@ def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
     produced, values, seconds = chain.run_chain(batch, task.params.bind(task.context))
     values = {**values, "seconds": seconds}
     rows = []
+    update_reads = task.context.network.update_reads
     for stage in chain.shard_stages(task.context):
         for output, table in produced[stage].items():
             name = f"{stage}:{output}"
-            if output == "grads":
+            if update_reads.get(stage) == output:
                 rows.append(result_row(unit.part, name, "", table.num_rows, 0, values, chain.to_ipc(table)))
             if task.inspect_dir:
                 path = output_path(f"{task.inspect_dir}/{stage}", output, unit.part)
-                size = task.storage.write_parquet(table, path)
+                size = task.storage.write_parquet(table, path, fresh=True)
                 rows.append(result_row(unit.part, name, path, table.num_rows, size, values))
     faults.hit("in-task", task.key)
     return rows
@@ -160,16 +161,19 @@ def run_stages_of_partition(task: MultiStageTask, indices: list[int]) -> Iterato
     written: dict[tuple[str, str], str] = {}
     for stage in task.stages:
         record = progress_record(task.progress_dir, stage.key, indices[0])
+        created = False
         if not task.storage.exists(record):
             try:
-                rows = [{**row, "key": stage.key} for index in indices
-                        for row in run_unit(stage, _resolved(stage.units[index], written))]
+                with task.storage.deferred_writes():
+                    rows = [{**row, "key": stage.key} for index in indices
+                            for row in run_unit(stage, _resolved(stage.units[index], written))]
             except Exception:
                 with contextlib.suppress(Exception):
                     task.storage.write_bytes(progress_record(task.progress_dir, stage.key, indices[0], True), b"")
                 raise
-            task.storage.create_exclusive(record, json.dumps(rows).encode())
-        rows = json.loads(task.storage.read_bytes(record))
+            created = task.storage.create_exclusive(record, json.dumps(rows).encode())
+        if not created:
+            rows = json.loads(task.storage.read_bytes(record))
         for row in rows:
             written[(in_job_input(stage.key, row["output"]), row["part"])] = row["path"]
         yield from rows
@@ -197,8 +201,9 @@ def execute(task: StageTask | FusedTask | MultiStageTask, indices):
             yield from run_stages_of_partition(task, list(indices))
             return
         run = run_fused_unit if isinstance(task, FusedTask) else run_unit
-        for index in indices:
-            yield from run(task, task.units[index])
+        with task.storage.deferred_writes():
+            rows = [row for index in indices for row in run(task, task.units[index])]
+        yield from rows
 
 
 @dataclass
@@ -222,6 +227,6 @@ def write_shard(task: ShuffleTask, table: pa.Table) -> pa.Table:
     shard = pc.min(table.column("shard")).as_py()
     part = f"{iteration:06d}.{shard:04d}"
     path = output_path(task.out_dir, "out", part)
-    size = task.storage.write_parquet(table, path)
+    size = task.storage.write_parquet(table, path, fresh=True)
     return pa.Table.from_pylist([result_row(part, "out", path, n, size, {})], schema=TASK_RESULT_SCHEMA)
 

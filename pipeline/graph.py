@@ -1,6 +1,7 @@
 """Stage keys in the manifest, and how the training images fall into epochs, iterations and shards."""
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from dataclasses import dataclass
@@ -14,9 +15,16 @@ ALL_PARTS = "all"
 
 
 def resolve(function: str):
-    """The stage function named 'module:function'."""
+    """The stage function named 'module:function'; a backward stage's gets its readers' gradients summed."""
     module, name = function.split(":")
-    return getattr(importlib.import_module(module), name)
+    fn = getattr(importlib.import_module(module), name)
+    return functools.partial(_with_summed_dout, fn) if name == "backward_stage" else fn
+
+
+def _with_summed_dout(fn, inputs, ctx):
+    from stages.tabular import summed_dout
+
+    return fn(summed_dout(inputs), ctx)
 
 
 def iteration_key(iteration: int, stage: str) -> str:

@@ -14,9 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import layout
-from pipeline.sources import DataError, Description, Piece, Source, fit, open_source
+from pipeline.fingerprint import fingerprint
+from pipeline.images import fit
+from pipeline.sources import DataError, Description, Piece, Source, open_source
 from schemas.tables import STATS_SCHEMA, images_schema, spec
 from schemas.tensors import summarize
+from stages.tabular import STD_FLOOR, floored_std
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample" / "cifar-10-sample.tar.gz"
 
@@ -151,7 +154,7 @@ def write_piece(task: PieceTask, piece: Piece, first_train: int, first_test: int
     if table is None:
         return values
     path = layout.output_path(layout.IMAGES, "images", piece.part)
-    size = task.storage.write_parquet(table, path)
+    size = task.storage.write_parquet(table, path, fresh=True)
     return {**values, "file": {"part": piece.part, "output": "images", "path": path, "rows": table.num_rows,
                                "bytes": size}}
 
@@ -169,17 +172,38 @@ def first_error(results: list[dict]) -> str | None:
     return next((r["error"] for r in results if "error" in r), None)
 
 
-def stats_table(results: list[dict], channels: int) -> pa.Table:
-    """Per-channel mean and std of the training pixels scaled to [0, 1], from the pieces' exact sums."""
+def channel_stats(results: list[dict], channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and measured std of the training pixels scaled to [0, 1], from the pieces' exact sums."""
     count = sum(r["pixels"] for r in results)
     total = sum((np.array(r["sum"], np.uint64) for r in results), np.zeros(channels, np.uint64))
     squares = sum((np.array(r["squares"], np.uint64) for r in results), np.zeros(channels, np.uint64))
     mean = total.astype(np.float64) / count
     std = np.sqrt(np.maximum(squares.astype(np.float64) / count - mean ** 2, 0.0))
-    return pa.Table.from_arrays(
-        [pa.array(np.arange(channels, dtype=np.int32)), pa.array(mean / 255.0), pa.array(std / 255.0)],
-        schema=STATS_SCHEMA,
-    )
+    return mean / 255.0, std / 255.0
+
+
+def stats_table(results: list[dict], channels: int) -> pa.Table:
+    """The statistics normalisation uses: the channel means and stds, each std at least STD_FLOOR."""
+    mean, std = channel_stats(results, channels)
+    return pa.Table.from_arrays([pa.array(np.arange(channels, dtype=np.int32)), pa.array(mean),
+                                 pa.array(floored_std(std))], schema=STATS_SCHEMA)
+
+
+def std_record(results: list[dict], channels: int) -> dict:
+    """What the ingest entry records of the std floor: the measured stds and the channels floored."""
+    std = channel_stats(results, channels)[1]
+    return {"std_measured": std.tolist(), "std_floor": STD_FLOOR,
+            "std_floored": [int(c) for c in np.flatnonzero(std < STD_FLOOR)]}
+
+
+def ingest_values(cfg, source: Source, description: Description, results: list[dict]) -> dict:
+    """The ingest entry's values: counts per split, the content digest, where the data came from and its
+    fingerprint (pipeline.fingerprint), image shape, classes, notes and the std floor's record."""
+    return {"train": sum(r["train"] for r in results), "test": sum(r["test"] for r in results),
+            "digest": digest(results), "source": source.where, "fingerprint": fingerprint(resolve_data_path(cfg.data.path)),
+            "kind": source.kind, "image": list(description.image), "classes": len(description.class_names),
+            "class_names": list(description.class_names), "notes": list(description.notes),
+            **std_record(results, description.image[2])}
 
 
 def digest(results: list[dict]) -> str:

@@ -35,10 +35,6 @@ def score_record(stamp: str) -> str:
     return f"{SCORES}/{stamp}.json"
 
 
-def lock_file(generation: int) -> str:
-    return f"{LOCK}/{generation:08d}.json"
-
-
 def log_file(stamp: str, pid: int, command: str) -> str:
     return f"{LOGS}/{stamp}-{pid}-{command}.log"
 

@@ -1,4 +1,4 @@
-"""One writer per run root.
+"""One writer per run root (or per output folder, such as a scoring's).
 
 The lock is a sequence of generation files `lock/NNNNNNNN.json`; the newest one names the holder.
 Taking the lock means creating the next generation exclusively, so of two processes that both find
@@ -54,22 +54,27 @@ def describe(holder: dict) -> str:
 class RunLock:
     storage: Storage
     generation: int | None = None
+    folder: str = layout.LOCK  # where the generation files are, under the storage
+    what: str = "run root"  # what the lock guards, as messages name it
+
+    def _file(self, generation: int) -> str:
+        return f"{self.folder}/{generation:08d}.json"
 
     def _generations(self) -> list[int]:
-        return sorted(int(n.split(".")[0]) for n in self.storage.listdir(layout.LOCK) if n.endswith(".json"))
+        return sorted(int(n.split(".")[0]) for n in self.storage.listdir(self.folder) if n.endswith(".json"))
 
     def holder(self) -> tuple[int, dict] | None:
         gens = self._generations()
         while gens:
             gen = gens.pop()
-            rel = layout.lock_file(gen)
+            rel = self._file(gen)
             try:
                 return gen, json.loads(self.storage.read_bytes(rel))
             except FileNotFoundError:
                 continue
             except ValueError:
-                raise LockHeld(f"the lock of run root {self.storage.url} is unreadable "
-                               f"({self.storage.where(rel)}); if no sparkcnn process uses this run root, "
+                raise LockHeld(f"the lock of {self.what} {self.storage.url} is unreadable "
+                               f"({self.storage.where(rel)}); if no sparkcnn process uses this {self.what}, "
                                f"remove that file") from None
         return None
 
@@ -79,21 +84,21 @@ class RunLock:
         if current is not None:
             gen, holder = current
             if holder_alive(holder) and not force:
-                raise LockHeld(f"run root {self.storage.url} is in use by {describe(holder)}; "
-                               f"only one process may write a run")
+                raise LockHeld(f"{self.what} {self.storage.url} is in use by {describe(holder)}; "
+                               f"only one process may write it at a time")
         next_gen = current[0] + 1 if current else 1
-        if not self.storage.create_exclusive(layout.lock_file(next_gen), json.dumps(this_process()).encode()):
+        if not self.storage.create_exclusive(self._file(next_gen), json.dumps(this_process()).encode()):
             taken = self.holder()
-            raise LockHeld(f"run root {self.storage.url} was just taken by "
+            raise LockHeld(f"{self.what} {self.storage.url} was just taken by "
                            f"{describe(taken[1]) if taken else 'another process'}")
         self.generation = next_gen
         for gen in self._generations():
             if gen < next_gen:
-                self.storage.remove(layout.lock_file(gen))
+                self.storage.remove(self._file(gen))
 
     def release(self) -> None:
         if self.generation is not None:
-            self.storage.remove(layout.lock_file(self.generation))
+            self.storage.remove(self._file(self.generation))
             self.generation = None
 
     def __enter__(self):

@@ -136,9 +136,10 @@ class Staged:
         check_parts(key, rows, {o: parts for o in {r["output"] for r in rows}})
         entry = run.entry(key, deps, {}, rows, {r["part"]: json.loads(r["values"]) for r in rows})
         sched, (_, _, t) = run.schedule(), graph.parse_key(key)
-        entry["read_bytes"] = sum(f["bytes"] for inp in sdef.inputs.values() for part in parts
-                                  for f in input_files(run.manifest.files(planner.source_key(sched, t, inp.source),
-                                                                          inp.output), inp, t, part))
+        read = [f for inp in sdef.inputs.values() for part in parts
+                for f in input_files(run.manifest.files(planner.source_key(sched, t, inp.source), inp.output),
+                                     inp, t, part)]
+        entry["read_bytes"], entry["read_files"] = sum(f["bytes"] for f in read), len(read)
         return entry
 
 
@@ -154,7 +155,7 @@ def input_files(files: list[dict], inp, t: int, part: str) -> list[dict]:
 
 
 POLL_LOCAL_S = 0.01
-POLL_REMOTE_S = 0.1
+POLL_REMOTE_S = 0.02
 
 
 class Job:
@@ -277,11 +278,12 @@ class WholeIteration:
 
     @staticmethod
     def _driver_update(run, t: int, grads: dict[str, list[pa.Table]]) -> list[dict]:
-        """The update stage's function, run on the driver on gradients that came back from the tasks."""
+        """The update stage's function, run on the driver on the gradients (and batch statistics) that came
+        back from the tasks, by stage in shard order."""
         ctx = run.context(run.params_at(t), run.schedule().batch_images(t), run.hyper(t), "update")
         velocity = run.storage.read_parquet(run.params_file(t, "velocity")["path"])
         function = graph.resolve(run.network.stage_def("update").function)
-        result = function({**{s: grads[s] for s in run.network.gradient_stages}, "velocity": velocity}, ctx)
+        result = function({**{s: grads[s] for s in run.network.update_reads}, "velocity": velocity}, ctx)
         run.check_finite(graph.iteration_key(t, "update"), t, {graph.ALL_PARTS: result.values})
         return [write_table(run.storage, table, layout.params_dir(t + 1), name, graph.ALL_PARTS)
                 for name, table in result.tables.items()]
@@ -327,7 +329,7 @@ class Memory(WholeIteration):
         sources_of = {stage: sorted({inp.source for inp in net.stage_def(stage, ctx.cache).inputs.values()})
                       for stage in stages}
         needed_later = {s: i for i, stage in enumerate(stages) for s in sources_of[stage]}
-        kept = {*net.gradient_stages, "loss"}
+        kept = {*net.update_reads, "loss"}
         try:
             for i, stage in enumerate(stages):
                 sources = sources_of[stage]
@@ -341,8 +343,8 @@ class Memory(WholeIteration):
                 for source in sources:
                     if needed_later.get(source, -1) <= i and source not in kept:
                         rdds.pop(source).unpersist()
-            grads = {s: [chain.from_ipc(b) for b in rdds[s].map(lambda e: e["tables"]["grads"]).collect()]
-                     for s in net.gradient_stages}
+            grads = {s: [chain.from_ipc(b) for b in rdds[s].map(lambda e, o=o: e["tables"][o]).collect()]
+                     for s, o in net.update_reads.items()}
             losses = rdds["loss"].map(lambda e: e["values"]).collect()
         finally:
             for rdd in rdds.values():
@@ -362,7 +364,7 @@ class Fused(WholeIteration):
         task = FusedTask(run.storage, replace(ctx, summaries=inspect_dir is not None), units, key, params, inspect_dir)
         rows = run_task(spark, key, task, run.cfg.spark.partitions)
         grads = {s: [chain.from_ipc(r["data"]) for r in sorted(rows, key=lambda r: r["part"])
-                     if r["output"] == f"{s}:grads" and r["data"] is not None] for s in ctx.network.gradient_stages}
+                     if r["output"] == f"{s}:{o}" and r["data"] is not None] for s, o in ctx.network.update_reads.items()}
         values, seconds = {}, {}
         for r in rows:
             v = json.loads(r["values"])

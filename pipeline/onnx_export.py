@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 
+from stages.tabular import normalization
+
 OPSET = 17
 INPUT, OUTPUT = "images", "probabilities"
 
@@ -44,13 +46,12 @@ class _Graph:
 def build(net, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, class_names: list[str],
           description: str = ""):
     """The ONNX model of `net` with `params`: input `images` uint8 (N, H, W, C), output `probabilities`
-    float32 (N, classes), the same arithmetic as stages.tabular.normalize and the layers' forward passes."""
+    float32 (N, classes), the same arithmetic as stages.tabular.normalize (its std floor included) and the layers' forward passes."""
     from onnx import TensorProto, checker, helper
 
     g = _Graph()
     h, w, c = net.image
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    shift = (mean / std).astype(np.float32)
+    scale, shift = normalization(mean, std)
     x = g.node("Cast", [INPUT], "input", to=TensorProto.FLOAT)
     x = g.node("Mul", [x, g.constant("input.scale", scale)], "input")
     x = g.node("Sub", [x, g.constant("input.shift", shift)], "input")

@@ -84,7 +84,7 @@ def evaluate(run: Run, params: dict) -> dict:
 def load_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
     """A PNG or JPEG file as uint8 (H, W, C) in the network's image shape (resized, and converted to
     grayscale or RGB, when needed)."""
-    from pipeline.sources import decode_image, fit
+    from pipeline.images import decode_image, fit
 
     try:
         data = Path(path).read_bytes()

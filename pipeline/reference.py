@@ -26,7 +26,7 @@ def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
     t_cfg = cfg.train
     sched = graph.Schedule(labels.size, 0, t_cfg.batch_size, t_cfg.shard_size, t_cfg.epochs)
     params = update.init_params(net, t_cfg.seed)
-    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    velocity = update.zero_velocity(net)
     for t in range(iterations):
         epoch, step = divmod(t, sched.iterations_per_epoch)
         order = graph.epoch_permutation(t_cfg.seed, epoch, labels.size)
@@ -34,7 +34,15 @@ def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
         ctx = StageContext(net, params, mean, std, normalizer=ids.size, seed=t_cfg.seed)
         images = augment(pixels[ids], ids, np.full(ids.size, epoch), t_cfg.seed, cfg.data.augment.crop_padding,
                          cfg.data.augment.flip)
-        _, grads = network.gradients(normalize(images, mean, std), labels[ids], ctx, (t, ids))
-        lr = update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations)
-        params, velocity = update.sgd_step(params, velocity, grads, lr, t_cfg.momentum, t_cfg.weight_decay)
+        x = normalize(images, mean, std)
+        if net.batch_norm_layers:  # each shard normalised by its own statistics, as the pipeline does
+            grads, stats = network.shard_gradients(x, labels[ids], ctx, (t, ids), t_cfg.shard_size)
+        else:
+            (_, grads), stats = network.gradients(x, labels[ids], ctx, (t, ids)), {}
+        lr = update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations,
+                                  t_cfg.lr_warmup_epochs * sched.iterations_per_epoch)
+        stepped = update.step_running_stats(net, params, stats)
+        params, velocity = update.sgd_step(params, velocity, grads, lr, t_cfg.momentum, t_cfg.weight_decay,
+                                           t_cfg.nesterov)
+        params.update(stepped)
     return params

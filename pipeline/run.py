@@ -24,12 +24,13 @@ from pipeline.manifest import Manifest
 from pipeline.retention import Policy, Retention
 from pipeline.spark import jvm_ended
 from pipeline.verify import dependents, verify
-from pipeline.sources import CIFAR10_CLASSES
+from pipeline.fingerprint import fingerprint
+from pipeline.sources import CIFAR10_CLASSES, locate
 from pipeline.storage import Storage
 from schemas.tables import METRICS_SCHEMA
 from schemas.network import Network, NetworkError, StageDef
 from stages import update
-from stages.tabular import StageContext
+from stages.tabular import STD_FLOOR, StageContext
 
 
 
@@ -150,11 +151,12 @@ class Run:
         return cls(config_mod.from_dict(config_mod.apply_overrides(raw, list(overrides))), storage.url)
 
     def save_config(self) -> None:
-        """Record the config at the run root; a run root keeps the result settings it began with, and the
-        arithmetic its first parameters were computed with."""
+        """Record the config at the run root; a run root keeps the result settings it began with, the data
+        source it ingested, and the arithmetic its first parameters were computed with."""
         init = self.manifest.readable("init")
         if init is not None:
             numerics.check_run(init.get("arithmetic", numerics.PINNED), self.storage.url)
+        self.check_source()
         if self.storage.exists(layout.CONFIG):
             saved = json.loads(self.storage.read_bytes(layout.CONFIG))
             old = {s: saved[s] for s in Config.RESULT_SECTIONS}
@@ -169,6 +171,32 @@ class Run:
                            f"the run's own config, or use a new --run-root")
         data = {**self.cfg.to_dict(), "run": {**self.cfg.to_dict()["run"], "root": self.storage.url}}
         self.storage.write_bytes(layout.CONFIG, json.dumps(data, indent=1, allow_nan=False).encode())
+
+    def check_source(self) -> None:
+        """One run root, one data source: once ingested, data.path must hold what ingest read."""
+        entry = self.manifest.get("ingest")
+        if entry is None:
+            return
+        recorded = entry["values"][graph.ALL_PARTS]
+        path = ingest.resolve_data_path(self.cfg.data.path)
+        if not self.ingested_from(path):
+            raise RunError(f"run root {self.storage.url} ingested {recorded['source']}, and data.path {path} holds "
+                           f"other data: a run root trains on one data source; use a new --run-root for {path} "
+                           f"(`sparkcnn resume --run-root {shlex.quote(self.storage.url)}` continues this run)")
+
+    def ingested_from(self, path: str) -> bool:
+        """Whether `path` holds the data this run ingested: by fingerprint, so the same data under another
+        path or URL will do; by path for a run ingested before fingerprints were recorded, or when the
+        data is no longer there."""
+        recorded = self.manifest.get("ingest")["values"][graph.ALL_PARTS]
+        storage, rel = locate(path)
+        if "fingerprint" in recorded and storage.exists(rel):
+            return fingerprint(path) == recorded["fingerprint"]
+        return storage.where(rel) == recorded["source"]
+
+    def data_notes(self) -> list[str]:
+        """Warnings about the data source still to be ingested (images it does not use)."""
+        return [] if self.manifest.committed("ingest") else list(ingest.configured_source(self.cfg)[1].notes)
 
     def _settings_match_commits(self) -> bool:
         """Whether this config's result settings are those the committed stages were computed with
@@ -373,15 +401,24 @@ class Run:
         raise self._diverged(doc)
 
     def _diverged(self, doc: dict) -> "Diverged":
+        what = f"iteration {doc['iteration']}: {doc['what']} ({doc['stage']} is not committed); the run cannot go on"
+        if floored := self.floored_channels():
+            return Diverged(f"{what}: the data may be the cause, not the learning rate: channel(s) "
+                            f"{', '.join(map(str, floored))} of the training images hardly vary (standard deviation "
+                            f"below {STD_FLOOR:.6f}, normalised by that floor); check the data")
         try:
             start = f"the parameters after {self.last_checkpoint()} iterations"
         except RunError:
             start = "a new run: no checkpoint before the divergence is kept"
         return Diverged(
-            f"iteration {doc['iteration']}: {doc['what']} ({doc['stage']} is not committed); the run cannot go on "
-            f"with these settings. To continue with a smaller learning rate from {start}: sparkcnn resume "
+            f"{what} with these settings. To continue with a smaller learning rate from {start}: sparkcnn resume "
             f"--run-root {shlex.quote(self.storage.url)} --branch NEW_ROOT --set train.learning_rate=SMALLER "
             f"(now {self.cfg.train.learning_rate:g})")
+
+    def floored_channels(self) -> list[int]:
+        """The channels whose std ingest found below the floor (normalised by STD_FLOOR instead)."""
+        entry = self.manifest.get("ingest")
+        return entry["values"][graph.ALL_PARTS].get("std_floored", []) if entry else []
 
     def divergence(self) -> dict:
         """Where this run diverged ({} when it did not)."""
@@ -508,9 +545,11 @@ class Run:
 
     def hyper(self, t: int) -> dict:
         t_cfg = self.cfg.train
-        return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t,
-                                                      self.schedule().total_iterations),
-                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay, "iteration": t + 1}
+        sched = self.schedule()
+        return {"learning_rate": update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations,
+                                                      t_cfg.lr_warmup_epochs * sched.iterations_per_epoch),
+                "momentum": t_cfg.momentum, "weight_decay": t_cfg.weight_decay, "nesterov": t_cfg.nesterov,
+                "iteration": t + 1}
 
     def inspected(self, t: int) -> bool:
         """Whether iteration t keeps its stage outputs: listed for inspection, or every N-th in fused mode."""

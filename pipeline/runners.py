@@ -23,7 +23,7 @@ def file_row(part: str, output: str, path: str, rows: int, size: int) -> dict:
 def write_table(storage, table: pa.Table, out_dir: str, output: str, part: str) -> dict:
     """Write one output part on the driver; returns its file row."""
     path = layout.output_path(out_dir, output, part)
-    return file_row(part, output, path, table.num_rows, storage.write_parquet(table, path))
+    return file_row(part, output, path, table.num_rows, storage.write_parquet(table, path, fresh=True))
 
 
 def spark_schema(schema: pa.Schema):
@@ -70,15 +70,12 @@ def run_ingest(run, spark, key: str, epoch: int | None) -> dict:
     outputs = [r["file"] for r in results]
     outputs.append(write_table(run.storage, ingest.stats_table(results, description.image[2]), layout.DATA, "stats",
                                graph.ALL_PARTS))
-    digest = ingest.digest(results)
-    counts = {"train": sum(r["train"] for r in results), "test": sum(r["test"] for r in results), "digest": digest,
-              "source": source.where, "kind": source.kind, "image": list(description.image),
-              "classes": len(description.class_names), "class_names": list(description.class_names)}
+    counts = ingest.ingest_values(run.cfg, source, description, results)
     if not counts["train"] or not counts["test"]:
         run.storage.remove(layout.DATA)
         raise ingest.DataError(f"{source.where}: {counts['train']} training and {counts['test']} test images; "
                                f"training needs both splits")
-    return run.entry(key, [], {"data": digest}, outputs, {graph.ALL_PARTS: counts})
+    return run.entry(key, [], {"data": counts["digest"]}, outputs, {graph.ALL_PARTS: counts})
 
 
 def run_init(run, spark, key: str, epoch: int | None) -> dict:
@@ -90,7 +87,7 @@ def run_init(run, spark, key: str, epoch: int | None) -> dict:
                   for name in ("params", "velocity")}
     else:
         params = update.init_params(run.network, run.cfg.train.seed)
-        velocity = {n: np.zeros_like(p) for n, p in params.items()}
+        velocity = update.zero_velocity(run.network)
         tables = {name: arrays_to_table(arrays, name, 0) for name, arrays in (("params", params), ("velocity", velocity))}
     out_dir = layout.params_dir(branch.get("iteration", 0))
     outputs = [write_table(run.storage, table, out_dir, name, graph.ALL_PARTS) for name, table in tables.items()]

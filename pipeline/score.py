@@ -12,7 +12,9 @@ import pyarrow as pa
 
 from pipeline import ingest, layout
 from pipeline.errors import RunError
-from pipeline.sources import Description, Piece, Source, fit, open_source
+from pipeline.lock import RunLock
+from pipeline.images import fit
+from pipeline.sources import Description, Piece, Source, open_source
 from pipeline.storage import Storage
 from schemas.tables import SCORES_SCHEMA
 from stages.tabular import StageContext
@@ -20,6 +22,7 @@ from stages.tabular import StageContext
 SPLITS = ("test", "train", "all")
 NAMED_UNREADABLE = 10  # unreadable images named per piece (all are counted)
 SUCCESS = "_SUCCESS"
+OUT_LOCK = "_lock"  # the output's lock (pipeline.lock): one scoring writes an output at a time
 
 
 def label_map(source_names: tuple[str, ...], run_names: list[str]) -> list[int] | None:
@@ -54,9 +57,10 @@ def score_piece(task: ScoreTask, piece: Piece, first_train: int, first_test: int
     except ingest.DataError as e:
         return {"error": str(e)}
     ids = ingest.row_ids(records.splits, first_train, first_test)
-    rows, pixels, unreadable = [], [], []
+    rows, pixels, unreadable, other_split = [], [], [], 0
     for i, image in enumerate(records.images):
         if task.split != "all" and records.splits[i] != task.split:
+            other_split += 1
             continue
         if isinstance(image, str):
             unreadable.append(image)
@@ -64,7 +68,7 @@ def score_piece(task: ScoreTask, piece: Piece, first_train: int, first_test: int
         rows.append(i)
         pixels.append(fit(image, task.ctx.network.image, resize=True))
     result = {"rows": len(rows), "unreadable": len(unreadable), "named": unreadable[:NAMED_UNREADABLE],
-              "labelled": 0, "correct": 0}
+              "other_split": other_split, "labelled": 0, "correct": 0}
     if not rows:
         return result
     probs = probabilities(task.ctx, np.stack(pixels))
@@ -86,25 +90,54 @@ def score_piece(task: ScoreTask, piece: Piece, first_train: int, first_test: int
     return result
 
 
-def prepare_out(url: str, overwrite: bool) -> Storage:
-    """The output folder, empty: one that holds anything is refused unless `overwrite` (then emptied)."""
+def output_folder(url: str, overwrite: bool) -> Storage:
+    """The output as a folder: a file there is refused unless `overwrite` (then removed)."""
     out = Storage(url)
-    if out.exists("") and (not out.fs.isdir(out.path("")) or out.listdir("")):
+    if out.exists("") and not out.fs.isdir(out.path("")):
         if not overwrite:
-            raise RunError(f"output {out.where('')} exists; pass --overwrite to replace it")
+            raise RunError(f"output {out.where('')} exists and is a file; pass --overwrite to replace it")
         out.remove("")
     return out
 
 
-def score(run, spark, params: dict, described_as: str, data: str, split: str, out_url: str, overwrite: bool,
-          progress=None) -> dict:
-    """Score `data` (a source as ingest takes it) with `params`; write the table to `out_url`, record the
-    scoring in the run root (the `scores` view) and return the summary."""
-    if split not in SPLITS:
+def prepare_out(out: Storage, overwrite: bool) -> None:
+    """Empty the output folder (but its lock): one that holds anything is refused unless `overwrite`."""
+    held = [name for name in out.listdir("") if name != OUT_LOCK]
+    if held and not overwrite:
+        state = "exists" if SUCCESS in held else "holds an earlier scoring that did not finish (no _SUCCESS)"
+        raise RunError(f"output {out.where('')} {state}; pass --overwrite to replace it")
+    for name in held:
+        out.remove(name)
+
+
+def scoring_split(run, source: Source, data: str, split: str | None) -> str:
+    """The split to score: the run's own data and sources with a split of their own have the run's split
+    rule (default test); any other source is scored whole (all), and a split cannot apply to it."""
+    if split is not None and split not in SPLITS:
         raise RunError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if source.has_split or run.ingested_from(data):
+        return split or "test"
+    if split in (None, "all"):
+        return "all"
+    raise RunError(f"{source.where} is not this run's data and has no split of its own (no train/ and test/ "
+                   f"folders, no split column): --split {split} cannot apply to it; score it all (the default)")
+
+
+def score(run, spark, params: dict, described_as: str, data: str, split: str | None, out_url: str, overwrite: bool,
+          progress=None) -> dict:
+    """Score `data` (a source as ingest takes it) with `params`, holding the output's lock; write the table to
+    `out_url`, record the scoring in the run root (the `scores` view) and return the summary."""
     source = open_source(data, {**ingest.source_settings(run.cfg), "scoring": True})
+    split = scoring_split(run, source, data, split)
     description = source.describe()
-    out = prepare_out(out_url, overwrite)
+    out = output_folder(out_url, overwrite)
+    with RunLock(out, folder=OUT_LOCK, what="score output"):
+        prepare_out(out, overwrite)
+        return _score(run, spark, params, described_as, source, description, split, out, progress)
+
+
+def _score(run, spark, params: dict, described_as: str, source: Source, description: Description, split: str,
+           out: Storage, progress) -> dict:
     numbered = ingest.numbered_pieces(spark, source, description, "score")
     mean, std = run.channel_stats()
     names = run.class_names()
@@ -116,11 +149,12 @@ def score(run, spark, params: dict, described_as: str, data: str, split: str, ou
     job = work.map(lambda item: (item[0], score_piece(task, item[1], *item[2])))
     results = [r for _, r in sorted((progress or _no_progress)(len(numbered), job.collect))]
     if error := ingest.first_error(results):
-        out.remove("")
+        prepare_out(out, overwrite=True)
         raise ingest.DataError(error)
     summary = {
         "out": out.where(""), "data": source.where, "split": split, "parameters": described_as,
         "images": sum(r["rows"] for r in results), "unreadable": sum(r["unreadable"] for r in results),
+        "other_split": sum(r["other_split"] for r in results),
         "unreadable_named": [n for r in results for n in r["named"]][:NAMED_UNREADABLE],
         "labelled": sum(r["labelled"] for r in results), "correct": sum(r["correct"] for r in results),
         "files": [r["file"] for r in results if "file" in r], "scored_at": time.time(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import io
 import pickle
 import posixpath
 import tarfile
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.images import decode_image
 from pipeline.storage import Storage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,6 +46,7 @@ class Description:
 
     image: tuple[int, int, int]
     class_names: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # warnings about what the source holds (images it does not use)
 
 
 @dataclass(frozen=True)
@@ -72,43 +73,6 @@ def split_rule(key: str, seed: int, test_fraction: float) -> str:
     """"test" for a stable, seeded fraction of keys (a file's path within the source, or a row's origin)."""
     draw = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2.0 ** 64
     return "test" if draw < test_fraction else "train"
-
-
-def decode_image(data: bytes, origin: str):
-    """Encoded image bytes (PNG, JPEG, ...) -> uint8 array (H, W, C) in RGB or grayscale order,
-    or the reason it cannot be read (a string)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_array(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        return f"{origin}: not a readable image ({e})"
-
-
-def to_array(image) -> np.ndarray:
-    """A PIL image as uint8 (H, W, 1) when it is grayscale, else (H, W, 3) RGB."""
-    gray = image.mode in ("1", "L", "I", "I;16", "F")
-    array = np.asarray(image.convert("L" if gray else "RGB"), dtype=np.uint8)
-    return array[:, :, None] if gray else array
-
-
-def fit(pixels: np.ndarray, shape: tuple[int, int, int], resize: bool) -> np.ndarray | None:
-    """An image in the data set's shape: channels converted, size resized (bilinear) when `resize`;
-    None when its size differs and resizing is off."""
-    if pixels.shape == shape:
-        return pixels
-    from PIL import Image
-
-    if pixels.shape[:2] != shape[:2] and not resize:
-        return None
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    if pixels.shape[:2] != shape[:2]:
-        image = image.convert("L" if pixels.shape[2] == 1 else "RGB").resize((shape[1], shape[0]), Image.BILINEAR)
-    image = image.convert("L" if shape[2] == 1 else "RGB")
-    array = np.asarray(image, dtype=np.uint8)
-    return array[:, :, None] if shape[2] == 1 else array
 
 
 class Source:
@@ -149,6 +113,11 @@ class Source:
         return (int(resize[0]), int(resize[1]), first.shape[2]) if resize else tuple(first.shape)
 
     @property
+    def has_split(self) -> bool:
+        """Whether the source says which images are test images (else a seeded hash of each image decides)."""
+        return False
+
+    @property
     def scoring(self) -> bool:
         """Read to be scored, not trained on: labels may be missing (images straight in the folder, a
         Parquet dataset without the label column), and any number of classes will do."""
@@ -174,6 +143,10 @@ class Cifar(Source):
         super().__init__(storage, rel, settings)
         self.kind = kind
         self.batches = CIFAR10_BATCHES if kind == "cifar-10" else CIFAR100_FILES
+
+    @property
+    def has_split(self) -> bool:
+        return True
 
     def describe(self) -> Description:
         if self.kind == "cifar-10":
@@ -279,27 +252,44 @@ def _cifar_kind(names: set[str]) -> str | None:
 
 class ImageFolder(Source):
     """`DIR/<class>/<image>` (classes sorted by name), or `DIR/train/<class>/...` with `DIR/test/<class>/...`;
-    without the pair, a seeded fraction of each folder's files (data.test_fraction) is the test split."""
+    without the pair, a seeded fraction of each folder's files (data.test_fraction) is the test split.
+    An image in a subfolder of a class folder belongs to that class; images outside any class folder
+    are not used for training (one warning counts them), and are scored unlabelled."""
 
     kind = "image folder"
 
     def __init__(self, storage, rel, settings, files: list[str]):
         super().__init__(storage, rel, settings)
         self.files = files  # image paths relative to the source, sorted
-        tops = {f.split("/", 1)[0] for f in files}
-        self.paired = tops == {"train", "test"} and all(f.count("/") >= 2 for f in files)
+        self.paired = {f.split("/", 1)[0] for f in files if "/" in f} == {"train", "test"}
+
+    @property
+    def has_split(self) -> bool:
+        return self.paired
+
+    def _place(self, path: str) -> tuple[str, str | None]:
+        """(class folder, or "" outside any; split of a train/test pair, else None) of an image."""
+        parts = path.split("/")
+        split = parts.pop(0) if self.paired and len(parts) > 1 else None
+        return (parts[0] if len(parts) >= 2 else ""), split
 
     def _labelled(self) -> list[tuple[str, str, str]]:
-        """(path, class name, split) of every image, train split first, each in path order."""
+        """(path, class name, split) of every image used, in path order."""
         rows = []
         for path in self.files:
-            parts = path.split("/")
-            if self.paired:
-                rows.append((path, parts[1], parts[0]))
-            elif len(parts) >= 2 or self.scoring:
-                rows.append((path, parts[0] if len(parts) >= 2 else "",
-                             split_rule(path, self.settings.get("seed", 0), self.settings.get("test_fraction", 0.1))))
+            name, split = self._place(path)
+            if name or self.scoring:
+                rows.append((path, name, split or split_rule(path, self.settings.get("seed", 0),
+                                                             self.settings.get("test_fraction", 0.1))))
         return rows
+
+    def _unused(self) -> tuple[str, ...]:
+        """A warning counting the images outside any class folder, which training does not use."""
+        outside = [path for path in self.files if not self._place(path)[0]]
+        if not outside or self.scoring:
+            return ()
+        return (f"{self.where}: {len(outside)} image(s) outside any class folder are not used (the first: "
+                f"{outside[0]}); images are taken from DIR/<class>/ and its subfolders",)
 
     def class_folders(self) -> list[str]:
         found = set()
@@ -322,7 +312,7 @@ class ImageFolder(Source):
         pixels = decode_image(self._read(first), self.storage.where(posixpath.join(self.rel, first)))
         if isinstance(pixels, str):
             raise DataError(pixels)
-        return Description(self.shape(pixels), self.checked_classes(sorted(with_images), self.where))
+        return Description(self.shape(pixels), self.checked_classes(sorted(with_images), self.where), self._unused())
 
     def pieces(self, description: Description) -> list[Piece]:
         index = {name: i for i, name in enumerate(description.class_names)}
@@ -372,6 +362,11 @@ class ParquetImages(Source):
         self.image_column = settings.get("image_column", "image")
         self.label_column = settings.get("label_column", "label")
 
+    @property
+    def has_split(self) -> bool:
+        with self._file(self.files[0]) as first:
+            return "split" in first.schema_arrow.names
+
     @contextlib.contextmanager
     def _file(self, name: str):
         """One Parquet file of the dataset, open while the block runs."""
@@ -380,7 +375,9 @@ class ParquetImages(Source):
             try:
                 parquet = pq.ParquetFile(handle)
             except Exception as e:
-                raise DataError(f"{self.storage.where(path)}: not a readable Parquet file ({e})") from None
+                empty = self.storage.size(path) == 0
+                raise DataError(f"{self.storage.where(path)}: not a Parquet file ("
+                                f"{'empty: 0 bytes' if empty else e})") from None
             yield parquet
 
     def describe(self) -> Description:
@@ -531,10 +528,14 @@ def _spark_image(value: dict, origin: str):
 
 # detection
 
+def locate(path: str) -> tuple[Storage, str]:
+    """The storage of the folder that holds `path`, and its name there."""
+    return Storage(posixpath.dirname(path.rstrip("/")) or "."), posixpath.basename(path.rstrip("/"))
+
+
 def open_source(path: str, settings: dict) -> Source:
     """The source `path` names, by what it holds."""
-    storage = Storage(posixpath.dirname(path.rstrip("/")) or ".")
-    rel = posixpath.basename(path.rstrip("/"))
+    storage, rel = locate(path)
     fs, full = storage.fs, storage.path(rel)
     if not fs.exists(full):
         raise DataError(f"{path}: no such file or folder")
@@ -553,8 +554,12 @@ def open_source(path: str, settings: dict) -> Source:
         return ImageFolder(storage, rel, settings, images)
     with fs.open(full, "rb") as f:
         head = f.read(4)
+    if not head:
+        raise DataError(f"{path}: empty (0 bytes), not a data source")
     if head == b"PAR1":
         return ParquetImages(storage, rel, settings, [""])
+    if rel.lower().endswith(".parquet"):
+        raise DataError(f"{path}: not a Parquet file (it does not begin with PAR1)")
     return Cifar(storage, rel, settings, _archive_kind(fs, full))
 
 

@@ -6,18 +6,15 @@ and a query that touches a view with removed outputs is told so.
 """
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline import folder_index, graph, layout
+from pipeline import folder_index, graph, layout, sql_guard
 from pipeline.score import latest_scoring
 from schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, SCORES_SCHEMA, STATS_SCHEMA,
                             arrays_schema, images_schema, table_schema)
@@ -160,6 +157,7 @@ class RunViews:
         self._entries: dict[str, dict] | None = None
         self._listing = None
         self._registered: dict[str, tuple] = {}
+        self._shadowed: set[str] = set()  # run views the session replaced with temporary views of its own
         # explicit file lists are checked on the driver, not by a Spark job per view
         spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
         register_functions(spark)
@@ -188,15 +186,29 @@ class RunViews:
         return self._entries
 
     def prepare(self, query: str) -> list[str]:
-        """Register the views a query names (as they are now); the notes it should print."""
+        """Refuse a statement that would write (sql_guard); register the views it names, or all of them for
+        SHOW TABLES and SHOW VIEWS (as they are now); the notes it should print."""
+        plan = sql_guard.checked(self.spark, query)
+        change = sql_guard.session_view(plan)
+        self._follow(change)
         self.refresh()
-        named = referenced(query, [*self.sources, *BOOKKEEPING_VIEWS])
-        self.register(named)
+        named = view_names(self.sources) if sql_guard.is_listing(plan) else \
+            referenced(query, [*self.sources, *BOOKKEEPING_VIEWS])
+        self.register([n for n in named if change is None or n != change[1]])
         return retention_notes(self.run, {n: self.sources[n] for n in named if n in self.sources})
 
+    def _follow(self, change: tuple[str, str] | None) -> None:
+        """A statement that creates a temporary view shadows the run's view of that name in this session
+        (it is not registered again); dropping it brings the run's back with the next statement."""
+        if change is not None:
+            action, name = change
+            self._registered.pop(name, None)
+            (self._shadowed.add if action == "create" else self._shadowed.discard)(name)
+
     def register(self, names=None) -> None:
-        """Register the named views (default: all) whose committed files changed since they were."""
-        names = self.names() if names is None else names
+        """Register the named views (default: all) whose committed files changed since they were, but for
+        those the session shadows with its own."""
+        names = [n for n in (self.names() if names is None else names) if n not in self._shadowed]
         self._fill([n for n in names if n in self.sources])
         for name in names:
             signature = self._signature(name)
@@ -385,70 +397,3 @@ def register_functions(spark) -> None:
     for fn in (tensor_array, tensor_element, tensor_channel_mean, tensor_channel_zeros, tensor_histogram,
                tensor_channel_histogram):
         spark.udf.register(fn.__name__, fn)
-
-
-# output
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        shown = ", ".join(_cell(v) for v in value[:8])
-        return f"[{shown}{', ...' if len(value) > 8 else ''}]"
-    return str(value)
-
-
-def aligned(table: pa.Table) -> str:
-    """A result as an aligned text table."""
-    names = table.column_names
-    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
-    widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
-    fmt = lambda cells: " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric))
-    lines = [fmt(names), "-+-".join("-" * w for w in widths), *(fmt(r) for r in rows)]
-    return "\n".join(lines) + f"\n({table.num_rows} row{'s' if table.num_rows != 1 else ''})"
-
-
-def render(table: pa.Table, fmt: str) -> str:
-    """csv or json (one object per line) text of a result."""
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(table.column_names)
-        for row in table.to_pylist():
-            writer.writerow([_cell(v) if isinstance(v, (bytes, list)) else v for v in row.values()])
-        return out.getvalue()
-    return "".join(json.dumps({k: (_cell(v) if isinstance(v, bytes) else v) for k, v in row.items()}) + "\n"
-                   for row in table.to_pylist())
-
-
-def views_sql(run, relative_to: str | None = None) -> str:
-    """CREATE TEMPORARY VIEW statements that register the run's views in a plain spark-sql shell."""
-    sources = view_sources(run)
-    lines = [f"-- Views of run {run_id(run)}, generated by `sparkcnn sql --run-root RUN_ROOT --views-sql FILE`",
-             "-- (regenerate it for your own run: file names are the run's). Use: spark-sql -i FILE",
-             "-- The summary columns (<tensor>_mean, _std, _min, _max, _l2, _zeros) work in any Spark SQL shell;",
-             "-- the tensor_* functions are registered by `sparkcnn sql`.", ""]
-    for name, src in sources.items():
-        selects = []
-        for files, literals in src.groups:
-            extra = "".join(f"{_sql_literal(v)} AS {k}, " for k, v in {**src.literals, **literals}.items())
-            for f in files:
-                path = src.uri(run, f)
-                if relative_to and path.startswith(relative_to):
-                    path = path[len(relative_to):].lstrip("/")
-                selects.append(f"SELECT '{run_id(run)}' AS run_id, {extra}* FROM parquet.`{path}`")
-        if selects:
-            lines.append(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS\n  " + "\n  UNION ALL ".join(selects) + ";")
-        else:
-            lines.append(f"-- {name}: no committed files" + (" (removed by retention)" if src.retired else ""))
-    return "\n".join(lines) + "\n"
-
-
-def _sql_literal(value) -> str:
-    return f"'{value}'" if isinstance(value, str) else str(value)

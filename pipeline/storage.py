@@ -1,6 +1,7 @@
 """File access under a run root given as a path or URL (file://, hdfs://, any fsspec scheme)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from urllib.parse import unquote, urlsplit
@@ -31,13 +32,16 @@ class Storage:
         parts = urlsplit(self.url)
         if parts.scheme == "hdfs":
             self.fs, self.base = hdfs.HdfsFileSystem(parts.hostname, parts.port, **(options or {})), parts.path
-            self.options = {hdfs.HTTP_ADDRESS: self.fs.http_address}
+            self.options = {hdfs.HTTP_ADDRESS: self.fs.http_address,
+                            **({hdfs.REPLICATION: self.fs.replication} if self.fs.replication else {})}
         elif self.url.startswith("/"):
             self.fs, self.base, self.options = LocalFileSystem(), self.url, {}
         else:
             self.fs, self.base = fsspec.core.url_to_fs(self.url, **(options or {}))
             self.options = options or {}
         self.local = isinstance(self.fs, LocalFileSystem)
+        self.hdfs = isinstance(self.fs, hdfs.HdfsFileSystem)
+        self._deferred = False
 
     def __getstate__(self):
         return {"url": self.url, "options": self.options}
@@ -118,34 +122,57 @@ class Storage:
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create a file with this content unless it exists; True when this call created it."""
         tmp = self._write_temp(rel, data)
-        try:
-            if self.local:
-                try:
-                    os.link(tmp, self.path(rel))
-                    return True
-                except FileExistsError:
-                    return False
+        if self.local:
             try:
-                self.fs.mv(tmp, self.path(rel))  # HDFS renames refuse an existing target: atomic
-            except Exception:
-                if self.exists(rel):
-                    return False
-                raise
+                os.link(tmp, self.path(rel))
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(tmp)
+        try:
+            self.fs.mv(tmp, self.path(rel))  # HDFS renames refuse an existing target: atomic
             return True
-        finally:
+        except Exception:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
+            if self.exists(rel):
+                return False
+            raise
 
     def _write_temp(self, rel: str, data: bytes) -> str:
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        self.fs.makedirs(self.path(parent), exist_ok=True)
         tmp = self.path(f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}")
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
+        self._put(tmp, data)
         return tmp
 
-    def write_parquet(self, table: pa.Table, rel: str) -> int:
-        """Write a table as one Parquet file; returns its size in bytes.
+    @contextlib.contextmanager
+    def deferred_writes(self):
+        """Within the block, fresh files on HDFS are sent in the background, overlapping what follows;
+        the block ends once all are written, raising if one failed (elsewhere: no change)."""
+        self._deferred = self.hdfs
+        try:
+            yield
+        finally:
+            self._deferred = False
+            if self.hdfs:
+                self.fs.webhdfs.wait()
+
+    def _put(self, path: str, data: bytes, later: bool = False) -> None:
+        """Write a file in place (its folder made first where the file system does not make it)."""
+        if later and self._deferred:
+            self.fs.webhdfs.write_later(path, data)
+            return
+        if not self.hdfs:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(path, "wb") as f:
+            f.write(data)
+
+    def write_parquet(self, table: pa.Table, rel: str, fresh: bool = False) -> int:
+        """Write a table as one Parquet file; returns its size in bytes. Elsewhere than on local disk the
+        file replaces any old one only once complete, unless `fresh`: a name no other attempt writes,
+        committed only through the manifest (a write cut off leaves an orphan, never a half file that a
+        reader trusts), written in place.
 
         Tensor (binary) columns are written plain: no dictionary, no compression, no statistics.
         """
@@ -153,13 +180,18 @@ class Storage:
         others = [f.name for f in table.schema if f.name not in plain]
         options = dict(compression="none", use_dictionary=others, write_statistics=others,
                        row_group_size=max(1, table.num_rows))
-        self.fs.makedirs(self.path(rel.rsplit("/", 1)[0] if "/" in rel else ""), exist_ok=True)
         if self.local:
+            self.fs.makedirs(self.path(rel.rsplit("/", 1)[0] if "/" in rel else ""), exist_ok=True)
             pq.write_table(table, self.path(rel), **options)
+            return self.size(rel)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **options)
+        data = sink.getvalue().to_pybytes()
+        if fresh:
+            self._put(self.path(rel), data, later=True)
         else:
-            with self.fs.open(self.path(rel), "wb") as f:
-                pq.write_table(table, f, **options)
-        return self.size(rel)
+            self.write_bytes(rel, data)
+        return len(data)
 
     def parquet_rows(self, rel: str) -> int:
         """Row count from a Parquet file's footer (raises if the footer is unreadable)."""

@@ -11,19 +11,27 @@ import re
 from dataclasses import dataclass, field
 
 from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
+from schemas.topology import (INPUT_KEYS, MULTI_INPUT, NetworkError, declared_inputs, inputs_of, resolve_inputs,
+                              topological)
 from schemas.tensors import SparseTensorSpec, TensorSpec
 
 REQUIRED = object()
 LAYER_OPTIONS = {
-    "conv": {"filters": REQUIRED, "kernel": REQUIRED, "stride": 1, "padding": 0},
+    "conv": {"filters": REQUIRED, "kernel": REQUIRED, "stride": 1, "padding": 0, "bias": True},
     "relu": {},
     "max_pool": {"size": 2, "stride": None},
     "avg_pool": {"size": 2, "stride": None},
     "fc": {"units": REQUIRED},
     "dropout": {"rate": 0.5},
+    "batch_norm": {"eps": 1e-5, "momentum": 0.1, "sync": False},
+    "add": {},
+    "global_avg_pool": {},
 }
-NAME_PREFIX = {"conv": "conv", "relu": "relu", "max_pool": "pool", "avg_pool": "pool", "fc": "fc", "dropout": "drop"}
-WITH_PARAMS = ("conv", "fc")
+NAME_PREFIX = {"conv": "conv", "relu": "relu", "max_pool": "pool", "avg_pool": "pool", "fc": "fc", "dropout": "drop",
+               "batch_norm": "bn", "add": "add", "global_avg_pool": "gap"}
+WITH_PARAMS = ("conv", "fc", "batch_norm")
+# keys added after run roots existed: left out of identities where they hold their default
+NEW_DEFAULTS = {"bias": True}
 SPATIAL = ("conv", "max_pool", "avg_pool")
 SPARSE_DX = ("relu", "max_pool")
 MAX_POOL_WINDOW = 127
@@ -37,11 +45,11 @@ DEFAULT_LAYERS = (
 PER_IMAGE = "out"
 
 
-class NetworkError(ValueError):
-    """A layer stack that cannot be built; the message names the layer."""
-
-
 def _check_option(where: str, key: str, value, default):
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise NetworkError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
     if isinstance(default, float) or key == "rate":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise NetworkError(f"{where}: {key} must be a number, got {value!r}")
@@ -75,7 +83,7 @@ def resolve_layers(declared) -> tuple[dict, ...]:
             raise NetworkError(f"{where}: name {name!r} must be a letter followed by letters, digits or _")
         where = f"layer {name} ({where}, {kind})"
         options = LAYER_OPTIONS[kind]
-        unknown = sorted(set(layer) - {"type", "name", *options})
+        unknown = sorted(set(layer) - {"type", "name", *INPUT_KEYS, *options})
         if unknown:
             raise NetworkError(f"{where}: unknown keys {', '.join(unknown)} (a {kind} layer takes "
                                f"{', '.join(options) or 'no keys'} besides type and name)")
@@ -95,12 +103,14 @@ def resolve_layers(declared) -> tuple[dict, ...]:
         if kind == "max_pool" and values["size"] ** 2 > MAX_POOL_WINDOW:
             raise NetworkError(f"{where}: a {values['size']}x{values['size']} window has more than "
                                f"{MAX_POOL_WINDOW} elements (its argmax is stored as int8)")
-        resolved.append({"name": name, "type": kind, **values})
+        if kind == "batch_norm" and not (values["eps"] > 0 and 0 <= values["momentum"] <= 1):
+            raise NetworkError(f"{where}: eps must be > 0 and momentum in [0, 1]")
+        resolved.append({"name": name, "type": kind, **values, **declared_inputs(where, layer)})
     names = [layer["name"].lower() for layer in resolved]  # SQL views and some file systems ignore case
     repeated = sorted({layer["name"] for layer in resolved if names.count(layer["name"].lower()) > 1})
     if repeated:
         raise NetworkError(f"model.layers: layer names must be unique (ignoring case), repeated: {', '.join(repeated)}")
-    return tuple(resolved)
+    return resolve_inputs(resolved)
 
 
 def window_output(size: int, window: int, stride: int, padding: int = 0) -> int | None:
@@ -129,7 +139,8 @@ class StageDef:
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer of the stack: its resolved options, position and tensor shapes (per image, NHWC)."""
+    """One layer of the graph: its resolved options, position in run order, tensor shapes (per image,
+    NHWC) and the names of the layers it reads (none: the images)."""
 
     index: int
     name: str
@@ -137,6 +148,7 @@ class Layer:
     options: dict = field(hash=False, compare=False)
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    inputs: tuple[str, ...] = ()
 
     def __getitem__(self, key: str):
         return self.options[key]
@@ -153,9 +165,18 @@ class Layer:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         if self.type == "conv":
             k = self["kernel"]
-            return {"w": (self["filters"], self.in_shape[2], k, k), "b": (self["filters"],)}
+            return {"w": (self["filters"], self.in_shape[2], k, k), **({"b": (self["filters"],)} if self["bias"] else {})}
         if self.type == "fc":
             return {"w": (math.prod(self.in_shape), self["units"]), "b": (self["units"],)}
+        if self.type == "batch_norm":
+            return {"gamma": self.in_shape[-1:], "beta": self.in_shape[-1:]}
+        return {}
+
+    @property
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Arrays kept with the parameters that are no parameters (no gradient, momentum or decay)."""
+        if self.type == "batch_norm":
+            return {"running_mean": self.in_shape[-1:], "running_var": self.in_shape[-1:]}
         return {}
 
     @property
@@ -166,7 +187,7 @@ class Layer:
 
 
 def _output_shape(where: str, kind: str, options: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if kind in ("relu", "dropout"):
+    if kind in ("relu", "dropout", "batch_norm", "add"):
         return shape
     if kind == "fc":
         return (options["units"],)
@@ -174,6 +195,8 @@ def _output_shape(where: str, kind: str, options: dict, shape: tuple[int, ...]) 
         raise NetworkError(f"{where}: a {kind} layer needs an image-shaped input (height, width, channels), but "
                            f"the layer before it gives {shape}; fc layers belong after the last {kind}")
     h, w, c = shape
+    if kind == "global_avg_pool":
+        return (c,)
     if kind == "conv":
         window, stride, padding, channels = options["kernel"], options["stride"], options["padding"], options["filters"]
     else:
@@ -187,24 +210,44 @@ def _output_shape(where: str, kind: str, options: dict, shape: tuple[int, ...]) 
 
 
 class Network:
-    """A stack of layers on images of one shape, ending in softmax cross-entropy over `classes`."""
+    """A graph of layers on images of one shape, the last declared one ending in softmax cross-entropy
+    over `classes`; `layers` in the order they run."""
 
     def __init__(self, layers, image: tuple[int, int, int], classes: int):
         self.image, self.classes = tuple(image), classes
-        built, shape = [], self.image
-        for i, spec in enumerate(resolve_layers(layers)):
-            options = {k: v for k, v in spec.items() if k not in ("name", "type")}
-            out = _output_shape(f"layer {spec['name']}", spec["type"], options, shape)
-            built.append(Layer(i, spec["name"], spec["type"], options, shape, out))
-            shape = out
+        resolved = resolve_layers(layers)
+        shapes, built = {}, []
+        for i in topological(resolved):
+            spec = resolved[i]
+            options = {k: v for k, v in spec.items() if k not in ("name", "type", "inputs")}
+            inputs = tuple(inputs_of(resolved, i))
+            where = f"layer {spec['name']}"
+            in_shapes = [shapes[n] for n in inputs] or [self.image]
+            if len(set(in_shapes)) > 1:
+                raise NetworkError(f"{where}: an add needs inputs of one shape, got "
+                                   + ", ".join(f"{n} {s}" for n, s in zip(inputs, in_shapes)))
+            out = _output_shape(where, spec["type"], options, in_shapes[0])
+            shapes[spec["name"]] = out
+            built.append(Layer(len(built), spec["name"], spec["type"], options, in_shapes[0], out, inputs))
         self.layers = tuple(built)
-        last = self.layers[-1]
+        self._by_name = {layer.name: layer for layer in self.layers}
+        self.output = self._by_name[resolved[-1]["name"]]
+        self._readers = {layer.name: tuple(r for r in self.layers if layer.name in r.inputs) for layer in self.layers}
+        unread = [layer.name for layer in self.layers if layer is not self.output and not self._readers[layer.name]]
+        if unread:
+            raise NetworkError(f"layer {unread[0]}: no layer reads its output (only the last layer, "
+                               f"{self.output.name}, feeds the loss)")
+        last = self.output
         if last.out_shape != (classes,):
             raise NetworkError(f"layer {last.name}: the last layer gives {last.out_shape} per image, but the loss "
                                f"needs {classes} scores, one per class of the data: end with an fc layer of "
                                f"{classes} units")
-        self.first_trained = next(layer.index for layer in self.layers if layer.type in WITH_PARAMS)
+        self._upstream_trained = {}
+        for layer in self.layers:
+            self._upstream_trained[layer.name] = self.trains(layer) or any(
+                self._upstream_trained[n] for n in layer.inputs)
         self._by_stage = {s: layer for layer in self.layers for s in (layer.forward_stage, layer.backward_stage)}
+        self.graph = any("inputs" in spec for spec in resolved)
 
     # layers and parameters
 
@@ -212,28 +255,44 @@ class Network:
         """The layer a forward or backward stage belongs to (None for loss and update)."""
         return self._by_stage.get(stage)
 
+    def readers(self, layer: Layer) -> tuple[Layer, ...]:
+        """The layers that read a layer's output, in run order (the order their gradients are summed)."""
+        return self._readers[layer.name]
+
     def trains(self, layer: Layer) -> bool:
         return layer.type in WITH_PARAMS
 
     def has_backward(self, layer: Layer) -> bool:
-        """Layers before the first one with parameters need no backward pass."""
-        return layer.index >= self.first_trained
+        """Layers with no trained layer at or before them need no backward pass."""
+        return self._upstream_trained[layer.name]
 
     def input_grad(self, layer: Layer) -> bool:
-        """Whether a layer's backward computes the gradient by its input (nobody uses the image's)."""
-        return layer.index > self.first_trained
+        """Whether a layer's backward computes the gradient by its input(s) (nobody uses the image's)."""
+        return any(self._upstream_trained[n] for n in layer.inputs)
 
     @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {f"{layer.name}.{p}": shape for layer in self.layers for p, shape in layer.param_shapes.items()}
 
     @property
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Running statistics: stored with every parameter version, never trained."""
+        return {f"{layer.name}.{p}": shape for layer in self.layers for p, shape in layer.state_shapes.items()}
+
+    @property
     def trained_layers(self) -> tuple[Layer, ...]:
         return tuple(layer for layer in self.layers if self.trains(layer))
 
+    @property
+    def batch_norm_layers(self) -> tuple[Layer, ...]:
+        return tuple(layer for layer in self.layers if layer.type == "batch_norm")
+
     def describe(self) -> str:
-        """The stack on one line: each layer's name, type and output shape per image."""
-        return " -> ".join(f"{layer.name} ({layer.type}, {'x'.join(map(str, layer.out_shape))})"
+        """The network on one line: each layer's name, type and output shape per image (and, in a graph,
+        the layers it reads)."""
+        def inputs(layer):
+            return f" <- {'+'.join(layer.inputs) or 'images'}" if self.graph else ""
+        return " -> ".join(f"{layer.name} ({layer.type}, {'x'.join(map(str, layer.out_shape))}{inputs(layer)})"
                            for layer in self.layers)
 
     # stages
@@ -254,6 +313,11 @@ class Network:
     def gradient_stages(self) -> tuple[str, ...]:
         """Backward stages that output parameter gradients (the update's inputs)."""
         return tuple(s for s in self.backward_stages if self.trains(self.layer(s)))
+
+    @property
+    def statistics_stages(self) -> tuple[str, ...]:
+        """Forward stages that output a shard's batch statistics (the update steps the running ones)."""
+        return tuple(layer.forward_stage for layer in self.batch_norm_layers)
 
     @property
     def per_image_stages(self) -> tuple[str, ...]:
@@ -289,13 +353,15 @@ class Network:
 
     # stage inputs
 
-    def _output_of(self, index: int) -> tuple[str, str]:
-        """(stage, column) holding the input of layer `index`: the batch pixels or the layer before's output."""
-        return ("batches", "pixels") if index == 0 else (self.layers[index - 1].forward_stage, "out")
+    def _output_of(self, name: str | None) -> tuple[str, str]:
+        """(stage, column) holding a layer's output, or the batch pixels for None (the images)."""
+        return ("batches", "pixels") if name is None else (self._by_name[name].forward_stage, "out")
 
     def stage_defs(self, cache: dict | None = None, written: dict[str, dict] | None = None) -> dict[str, StageDef]:
         """Every iteration stage's function and inputs by role, under a cache policy: each input is read as
-        the policy its table was written with holds it (`written`, by source stage; else `cache`)."""
+        the policy its table was written with holds it (`written`, by source stage; else `cache`).
+        Roles: x (x0, x1, ... for an add), dout (dout_1, dout_2, ... from further readers, summed in
+        that order), saved, and the update's gradient and statistics stages by name."""
         def policy(source: str, key: str):
             return {**DEFAULT_CACHE, **(cache or {}), **((written or {}).get(source) or {})}[key]
 
@@ -303,20 +369,25 @@ class Network:
             return Input(source, PER_IMAGE, (*(KEY_COLUMNS if keys else ()), *columns))
 
         def layer_input(layer: Layer, keys: bool) -> Input:
-            return image(*self._output_of(layer.index), keys=keys)
+            return image(*self._output_of(layer.inputs[0] if layer.inputs else None), keys=keys)
+
+        def gradient(source: str) -> Input:
+            sparse = source != "loss" and policy(source, "sparse_gradients") and self.layer(source).type in SPARSE_DX
+            return image(source, *(("dx_mask", "dx_values") if sparse else ("dx",)))
 
         defs = {}
         for layer in self.layers:
             module = f"stages.{LAYER_MODULES[layer.type]}"
-            defs[layer.forward_stage] = StageDef(f"{module}:forward_stage", {"x": layer_input(layer, True)},
-                                                 self.trains(layer))
-        defs["loss"] = StageDef("stages.loss:forward_stage", {"x": image(self.layers[-1].forward_stage, "out")})
-        upstream = "loss"
+            if layer.type in MULTI_INPUT:
+                inputs = {f"x{k}": image(*self._output_of(n)) for k, n in enumerate(layer.inputs)}
+            else:
+                inputs = {"x": layer_input(layer, True)}
+            defs[layer.forward_stage] = StageDef(f"{module}:forward_stage", inputs, self.trains(layer))
+        defs["loss"] = StageDef("stages.loss:forward_stage", {"x": image(self.output.forward_stage, "out")})
         for stage in self.backward_stages:
             layer = self.layer(stage)
-            sparse = upstream != "loss" and policy(upstream, "sparse_gradients") and \
-                self.layer(upstream).type in SPARSE_DX
-            inputs = {"dout": image(upstream, *(("dx_mask", "dx_values") if sparse else ("dx",)))}
+            sources = ["loss"] if layer is self.output else [r.backward_stage for r in self.readers(layer)]
+            inputs = {("dout" if k == 0 else f"dout_{k}"): gradient(s) for k, s in enumerate(sources)}
             if self.trains(layer):
                 inputs["x"] = layer_input(layer, False)
             elif layer.type == "relu":
@@ -329,14 +400,19 @@ class Network:
                     inputs["saved"] = image(layer.forward_stage, "argmax", keys=False)
             module = f"stages.{LAYER_MODULES[layer.type]}"
             defs[stage] = StageDef(f"{module}:backward_stage", inputs, self.trains(layer))
-            upstream = stage
         grads = {s: Input(s, "grads", None, many=True) for s in self.gradient_stages}
+        stats = {s: Input(s, "stats", None, many=True) for s in self.statistics_stages}
         defs["update"] = StageDef("stages.update:update_stage",
-                                  {**grads, "velocity": Input("params", "velocity", None)}, True)
+                                  {**grads, **stats, "velocity": Input("params", "velocity", None)}, True)
         return defs
 
     def stage_def(self, stage: str, cache: dict | None = None, written: dict[str, dict] | None = None) -> StageDef:
         return self.stage_defs(cache, written)[stage]
+
+    @property
+    def update_reads(self) -> dict[str, str]:
+        """The per-shard outputs the update sums or steps through: output name by stage."""
+        return {**{s: "grads" for s in self.gradient_stages}, **{s: "stats" for s in self.statistics_stages}}
 
     @property
     def evaluate_def(self) -> StageDef:
@@ -345,4 +421,4 @@ class Network:
 
 
 LAYER_MODULES = {"conv": "conv", "relu": "relu", "max_pool": "pool", "avg_pool": "avg_pool", "fc": "fc",
-                 "dropout": "dropout"}
+                 "dropout": "dropout", "batch_norm": "batch_norm", "add": "add", "global_avg_pool": "global_avg_pool"}

@@ -52,6 +52,8 @@ XML
   printf '%s\n' "log4j.rootLogger=WARN,console" "log4j.appender.console=org.apache.log4j.ConsoleAppender" \
     "log4j.appender.console.layout=org.apache.log4j.PatternLayout" \
     "log4j.appender.console.layout.ConversionPattern=%d{HH:mm:ss} %p %c{1}: %m%n" > "$conf/log4j.properties"
+  # JMX counters refreshed every second (Hadoop's default, 10 s, hides a benchmark's operations)
+  echo "*.period=1" > "$conf/hadoop-metrics2.properties"
 }
 
 start() {

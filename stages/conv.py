@@ -7,7 +7,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
-BLOCK = 32  # images per im2col tile: small enough for the columns to stay in cache
+BLOCK = 32  # images per im2col tile; the matrix products' shapes, and so their bits, depend on it
+COL2IM_BYTES = 1 << 19  # column bytes per col2im tile: about half a core's L2 cache
 
 
 def im2col_blocks(x: np.ndarray, kernel: int, stride: int, padding: int):
@@ -26,12 +27,12 @@ def im2col_blocks(x: np.ndarray, kernel: int, stride: int, padding: int):
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
-    """Convolve x (N, H, W, C) with params w (F, C, k, k) and b (F,).
+    """Convolve x (N, H, W, C) with params w (F, C, k, k) and b (F,) (no b: no bias).
 
     params also holds stride, padding and input_grad (whether backward returns dx).
     Returns out (N, Ho, Wo, F) and a cache holding x, not the im2col columns.
     """
-    w, b = params["w"], params["b"]
+    w = params["w"]
     filters, _, kernel, _ = w.shape
     stride, padding = params["stride"], params["padding"]
     ho = (x.shape[1] + 2 * padding - kernel) // stride + 1
@@ -40,18 +41,19 @@ def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:
     weights = np.ascontiguousarray(w.reshape(filters, -1).T)
     for start, stop, cols in im2col_blocks(x, kernel, stride, padding):
         np.matmul(cols, weights, out=out[start:stop].reshape(-1, filters))
-    out += b
+    if "b" in params:
+        out += params["b"]
     return out, make_cache(x, params)
 
 
 def make_cache(x: np.ndarray, params: dict) -> dict:
     """What backward needs: the input (im2col columns are recomputed, never kept)."""
     return {"x": x, "w": params["w"], "stride": params["stride"], "padding": params["padding"],
-            "input_grad": params.get("input_grad", False)}
+            "input_grad": params.get("input_grad", False), "bias": "b" in params}
 
 
 def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
-    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) or None when input_grad is off, grads {w, b}."""
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) or None when input_grad is off, grads {w, b} (b with a bias)."""
     x, w, stride, padding = cache["x"], cache["w"], cache["stride"], cache["padding"]
     filters, channels, kernel, _ = w.shape
     dw = np.zeros((filters, channels * kernel * kernel), np.result_type(dout, x))
@@ -62,15 +64,24 @@ def backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray | None, dict]:
     db = dflat.sum(axis=0, dtype=np.float32)
     dx = None
     if cache["input_grad"]:
-        n, h, wd, _ = x.shape
-        ho, wo = dout.shape[1:3]
-        dcols = (dflat @ w.reshape(filters, -1)).reshape(n, ho, wo, channels, kernel, kernel)
-        dxp = np.zeros((n, h + 2 * padding, wd + 2 * padding, channels), dtype=dout.dtype)
+        dcols = (dflat @ w.reshape(filters, -1)).reshape(*dout.shape[:3], channels, kernel, kernel)
+        dx = col2im(dcols, x.shape, stride, padding)
+    return dx, {"w": dw, "b": db} if cache.get("bias", True) else {"w": dw}
+
+
+def col2im(dcols: np.ndarray, shape: tuple, stride: int, padding: int) -> np.ndarray:
+    """dcols (N, Ho, Wo, C, k, k) -> dx (N, H, W, C): each column added back where its window read it,
+    in (kh, kw) order starting from zero, a few images at a time so that their columns stay in cache."""
+    n, h, w, channels = shape
+    ho, wo, _, kernel, _ = dcols.shape[1:]
+    dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, channels), dcols.dtype)
+    step = max(1, COL2IM_BYTES // dcols[0].nbytes)
+    for start in range(0, n, step):
+        tile, cols = dxp[start: start + step], dcols[start: start + step]
         for i in range(kernel):
             for j in range(kernel):
-                dxp[:, i: i + stride * ho: stride, j: j + stride * wo: stride, :] += dcols[..., i, j]
-        dx = dxp[:, padding: padding + h, padding: padding + wd, :]
-    return dx, {"w": dw, "b": db}
+                tile[:, i: i + stride * ho: stride, j: j + stride * wo: stride] += cols[..., i, j]
+    return dxp[:, padding: padding + h, padding: padding + w]
 
 
 def layer_params(layer, ctx) -> dict:

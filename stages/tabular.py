@@ -9,7 +9,7 @@ import pyarrow as pa
 from schemas.network import Layer, Network
 from stages.augment import augment
 from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, arrays_to_table, summarized, table_schema
-from schemas.tensors import SparseTensorSpec, decode_column, summarize
+from schemas.tensors import SparseTensorSpec, TensorSpec, decode_column, summarize
 
 
 @dataclass
@@ -60,10 +60,24 @@ def tensor(table: pa.Table, column: str) -> np.ndarray:
     return decode_column(table, column)
 
 
+STD_FLOOR = 1.0 / 255.0  # the least channel std divided by: one grey level of the [0, 1] scale
+
+
+def floored_std(std: np.ndarray) -> np.ndarray:
+    """Channel standard deviations as normalisation uses them: at least STD_FLOOR (a constant or nearly
+    constant channel is divided by the floor, as an epsilon does in a normalisation layer)."""
+    return np.maximum(std, STD_FLOOR)
+
+
+def normalization(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale, shift) per channel: x = pixel * scale - shift (the ONNX export folds the same in)."""
+    std = floored_std(std)
+    return (1.0 / (255.0 * std)).astype(np.float32), (mean / std).astype(np.float32)
+
+
 def normalize(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """uint8 pixels (N, H, W, C) -> float32 images scaled to [0, 1] and standardised per channel."""
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    shift = (mean / std).astype(np.float32)
+    scale, shift = normalization(mean, std)
     return pixels.astype(np.float32) * scale - shift
 
 
@@ -110,3 +124,26 @@ def backward_result(ctx: StageContext, keys: pa.Table, dx: np.ndarray | None, gr
         tables["grads"] = arrays_to_table(named, f"{ctx.stage}.grads", ctx.key_of(keys, "iteration"),
                                           ctx.key_of(keys, "shard"))
     return StageResult(tables)
+
+
+def sum_gradients(arrays: list[np.ndarray]) -> np.ndarray:
+    """The gradients a tensor's readers send it, summed in the order given (the readers' run order)."""
+    total = arrays[0].copy()
+    for other in arrays[1:]:
+        total += other
+    return total
+
+
+def summed_dout(inputs: dict) -> dict:
+    """A backward stage's inputs with the gradients of several readers (dout, dout_1, ...) summed into
+    one dense `dout` table, keyed as the first; unchanged for a tensor with one reader."""
+    roles = ["dout", *sorted((r for r in inputs if r.startswith("dout_")), key=lambda r: int(r[5:]))]
+    if len(roles) == 1:
+        return inputs
+    first = inputs["dout"]
+    total = sum_gradients([tensor(inputs[r], "dx") for r in roles])
+    spec = TensorSpec("dx", "float32", total.shape[1:])
+    keys = [first.column(k) for k in KEY_COLUMNS]
+    table = pa.Table.from_arrays([*keys, spec.encode(total)],
+                                 schema=pa.schema([*(first.schema.field(k) for k in KEY_COLUMNS), spec.field()]))
+    return {**{r: t for r, t in inputs.items() if r not in roles}, "dout": table}

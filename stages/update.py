@@ -1,4 +1,5 @@
-"""SGD with momentum and weight decay (PyTorch's formulation)."""
+"""SGD with momentum, optional Nesterov term and weight decay (PyTorch's formulation); the running
+statistics of batch_norm layers stepped by the shards' batch statistics."""
 from __future__ import annotations
 
 import math
@@ -6,39 +7,58 @@ import math
 import numpy as np
 
 from schemas.tables import arrays_to_table, table_to_arrays
+from stages.batch_norm import running_step
 from stages.tabular import StageResult
 
 
-def sgd_step(params: dict, velocity: dict, grads: dict, lr: float, momentum: float, weight_decay: float) -> tuple[dict, dict]:
-    """v <- momentum * v + (g + weight_decay * p); p <- p - lr * v. All arrays float32."""
-    new_params, new_velocity = {}, {}
-    for name, p in params.items():
+def sgd_step(params: dict, velocity: dict, grads: dict, lr: float, momentum: float, weight_decay: float,
+             nesterov: bool = False) -> tuple[dict, dict]:
+    """v <- momentum * v + (g + weight_decay * p); p <- p - lr * v (Nesterov: p <- p - lr * (g' + momentum * v)).
+    Arrays without velocity (running statistics) pass through. All arrays float32."""
+    new_params, new_velocity = dict(params), {}
+    for name in velocity:
+        p = params[name]
         g = grads[name] + np.float32(weight_decay) * p
         v = np.float32(momentum) * velocity[name] + g
         new_velocity[name] = v.astype(np.float32)
-        new_params[name] = (p - np.float32(lr) * v).astype(np.float32)
+        step = g + np.float32(momentum) * v if nesterov else v
+        new_params[name] = (p - np.float32(lr) * step).astype(np.float32)
     return new_params, new_velocity
 
 
-def learning_rate(base: float, schedule: str, iteration: int, total_iterations: int) -> float:
-    """Learning rate of an iteration: constant, or cosine-annealed to zero over the run."""
+def learning_rate(base: float, schedule: str, iteration: int, total_iterations: int, warmup: int = 0) -> float:
+    """Learning rate of an iteration: over the first `warmup` iterations base x (i+1)/warmup, then
+    constant, or cosine-annealed from base to zero over the remaining iterations."""
+    if iteration < warmup:
+        return base * (iteration + 1) / warmup
     if schedule == "constant":
         return base
     if schedule == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * iteration / total_iterations))
+        return base * 0.5 * (1.0 + math.cos(math.pi * (iteration - warmup) / (total_iterations - warmup)))
     raise ValueError(f"unknown learning-rate schedule {schedule!r} (expected 'constant' or 'cosine')")
 
 
 def init_params(network, seed: int) -> dict[str, np.ndarray]:
-    """PyTorch's default init: uniform in +-1/sqrt(fan_in) for weights and biases of each layer,
-    drawn layer by layer in the network's order from one seeded stream."""
+    """PyTorch's default init: uniform in +-1/sqrt(fan_in) for weights and biases of each conv and fc
+    layer, drawn layer by layer in the network's order from one seeded stream; batch_norm's gamma 1,
+    beta 0, running mean 0 and running variance 1."""
     rng = np.random.default_rng([seed, 0x5EED])
     params = {}
     for layer in network.trained_layers:
+        if layer.type == "batch_norm":
+            ones, zeros = (np.ones(layer.in_shape[-1:], np.float32), np.zeros(layer.in_shape[-1:], np.float32))
+            params.update({f"{layer.name}.gamma": ones, f"{layer.name}.beta": zeros,
+                           f"{layer.name}.running_mean": zeros.copy(), f"{layer.name}.running_var": ones.copy()})
+            continue
         bound = 1.0 / math.sqrt(layer.fan_in)
         for name, shape in layer.param_shapes.items():
             params[f"{layer.name}.{name}"] = rng.uniform(-bound, bound, shape).astype(np.float32)
     return params
+
+
+def zero_velocity(network) -> dict[str, np.ndarray]:
+    """The optimizer's starting velocity: zeros for every trained parameter (none for running statistics)."""
+    return {name: np.zeros(shape, np.float32) for name, shape in network.param_shapes.items()}
 
 
 def sum_shard_grads(tables) -> dict[str, np.ndarray]:
@@ -50,16 +70,34 @@ def sum_shard_grads(tables) -> dict[str, np.ndarray]:
     return total
 
 
+def step_running_stats(network, params: dict, stats: dict[str, list]) -> dict[str, np.ndarray]:
+    """Each batch_norm layer's running statistics after one momentum step per shard, in shard order
+    (PyTorch's forward passes over the shards as micro-batches): stats by forward stage, tables in shard order."""
+    new = {}
+    for layer in network.batch_norm_layers:
+        name = layer.name
+        mean, var = params[f"{name}.running_mean"], params[f"{name}.running_var"]
+        for table in stats[layer.forward_stage]:
+            a = table_to_arrays(table)
+            mean, var = running_step(mean, var, (a[f"{name}.count"][0], a[f"{name}.mean"], a[f"{name}.m2"]),
+                                     layer["momentum"])
+        new.update({f"{name}.running_mean": mean, f"{name}.running_var": var})
+    return new
+
+
 def update_stage(inputs, ctx) -> StageResult:
-    """Every gradient stage's shard tables (one list per stage, in shard order) + velocity
-    -> the next params and velocity, and whether they are all finite."""
-    grads = sum_shard_grads([t for name, tables in inputs.items() if name != "velocity" for t in tables])
-    missing = sorted(set(ctx.params) - set(grads))
+    """Every gradient stage's shard tables and every batch_norm forward's statistics tables (one list per
+    stage, in shard order) + velocity -> the next params (running statistics stepped) and velocity, and
+    whether they are all finite."""
+    net = ctx.network
+    grads = sum_shard_grads([t for s in net.gradient_stages for t in inputs[s]])
+    missing = sorted(set(net.param_shapes) - set(grads))
     if missing:
         raise ValueError(f"update: no gradient for parameters {missing}")
     h = ctx.hyper
-    params, velocity = sgd_step(ctx.params, table_to_arrays(inputs["velocity"]), grads,
-                                h["learning_rate"], h["momentum"], h["weight_decay"])
+    params, velocity = sgd_step(ctx.params, table_to_arrays(inputs["velocity"]), grads, h["learning_rate"],
+                                h["momentum"], h["weight_decay"], h.get("nesterov", False))
+    params.update(step_running_stats(net, ctx.params, {s: inputs[s] for s in net.statistics_stages}))
     version = h.get("iteration")
     finite = all(np.isfinite(a).all() for a in (*params.values(), *velocity.values()))
     return StageResult({"params": arrays_to_table(params, "params", version),

@@ -35,7 +35,7 @@ def pytest_collection_finish(session) -> None:
     """Before the first Spark test, the machine's JVM class archive (waiting for a maker that a command
     started just before); a selection without Spark tests starts no JVM."""
     if any(item.get_closest_marker("spark") for item in session.items):
-        subprocess.run([sys.executable, "-m", "pipeline.class_archive"], cwd=REPO, check=False,
+        subprocess.run([sys.executable, "-m", "pipeline.archive_maker"], cwd=REPO, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -68,3 +68,23 @@ def test_executors_get_the_drivers_kernel_family_and_its_name():
     settings = spark_settings(Config(), "t", False, None, False)
     assert settings["spark.executorEnv.OPENBLAS_CORETYPE"] == numerics.PINNED_CORETYPE
     assert settings[f"spark.executorEnv.{numerics.DRIVER_VAR}"] == numerics.PINNED
+
+
+@pytest.mark.slow
+def test_training_on_with_other_kernels_is_refused_naming_both(spark, tmp_path):
+    from pipeline import config
+    from pipeline.run import Run
+
+    root = tmp_path / "run"
+    run = Run(config.load(overrides=["train.images=100", "train.batch_size=50", "train.shard_size=50",
+                                     f'run.root="{root}"']))
+    run.save_config()
+    run.train(spark, 1)
+    assert run.manifest.get("init")["arithmetic"] == numerics.PINNED
+    env = {**os.environ, numerics.CORETYPE_VAR: "Sandybridge"}  # a family every x86-64 CPU with AVX runs
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--run-root", str(root)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert (f"run root {root} was computed with openblas Haswell kernels and this machine computes with openblas "
+            f"Sandybridge") in done.stderr and "Traceback" not in done.stderr
+    assert run.iterations_done() == 1

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from pipeline import class_archive
+from pipeline import archive_maker, class_archive
 from pipeline.class_archive import MAKER_ENV, ClassArchive
 from pipeline.lock import _process_start, this_process
 
@@ -67,7 +67,7 @@ def test_a_jvm_that_fails_leaves_no_archive_and_no_maker_tries_again(archive, tm
 def test_a_missing_archive_is_made_in_the_background_once(archive, spawned):
     archive.make_later()
     (args,) = spawned
-    assert args[-2:] == ["-m", "pipeline.class_archive"] and args[:3] == ["nice", "-n", "19"]
+    assert args[-2:] == ["-m", "pipeline.archive_maker"] and args[:3] == ["nice", "-n", "19"]
     archive.lock.write_text(json.dumps(this_process()))  # a live maker
     archive.make_later()
     assert len(spawned) == 1
@@ -99,6 +99,6 @@ def test_making_waits_for_a_live_maker_that_a_command_started_just_before(archiv
     archive.lock.write_text(json.dumps(this_process() | {"pid": maker.pid, "start": _process_start(maker.pid)}))
     monkeypatch.setattr(class_archive, "cache_folder", lambda: archive.path.parent)
     started = time.monotonic()
-    assert class_archive.make() == 0
+    assert archive_maker.make() == 0
     assert archive.path.read_bytes() == b"classes" and time.monotonic() - started >= 1.5
     maker.wait()

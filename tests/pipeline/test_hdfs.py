@@ -2,9 +2,7 @@
 test_hdfs_cluster)."""
 from __future__ import annotations
 
-import io
 import json
-from urllib.error import HTTPError
 
 from pipeline import hdfs
 
@@ -22,15 +20,14 @@ def test_webhdfs_address_from_env_then_hadoop_conf_then_default(tmp_path, monkey
     assert hdfs.namenode_http_address("nn.example") == "nn2:9871"
 
 
-def remote(code: int, exception: str) -> HTTPError:
+def remote(code: int, exception: str) -> tuple:
     body = json.dumps({"RemoteException": {"exception": exception, "message": "m"}}).encode()
-    return HTTPError("http://nn/webhdfs/v1/x", code, "reason", {}, io.BytesIO(body))
+    return code, "reason", body, "/x"
 
 
 def test_webhdfs_errors_map_to_what_retrying_can_fix():
-    assert isinstance(hdfs._remote_error(remote(404, "FileNotFoundException"), "/x"), FileNotFoundError)
-    assert isinstance(hdfs._remote_error(remote(403, "AccessControlException"), "/x"), hdfs.WebHdfsError)
-    assert isinstance(hdfs._remote_error(remote(403, "RetriableException"), "/x"), hdfs._Retryable)
-    assert isinstance(hdfs._remote_error(remote(500, "IOException"), "/x"), hdfs._Retryable)
-    plain = HTTPError("http://dn/x", 502, "Bad Gateway", {}, io.BytesIO(b"<html>"))
-    assert isinstance(hdfs._remote_error(plain, "/x"), hdfs._Retryable)
+    assert isinstance(hdfs._remote_error(*remote(404, "FileNotFoundException")), FileNotFoundError)
+    assert isinstance(hdfs._remote_error(*remote(403, "AccessControlException")), hdfs.WebHdfsError)
+    assert isinstance(hdfs._remote_error(*remote(403, "RetriableException")), hdfs._Retryable)
+    assert isinstance(hdfs._remote_error(*remote(500, "IOException")), hdfs._Retryable)
+    assert isinstance(hdfs._remote_error(502, "Bad Gateway", b"<html>", "http://dn/x"), hdfs._Retryable)

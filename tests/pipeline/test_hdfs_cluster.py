@@ -20,7 +20,8 @@ from tests.conftest import REPO, SMALL_NET, image_folder, kill_when_paused, wait
 
 pytestmark = pytest.mark.slow
 
-HDFS_PORT, SPARK_PORT = 19820, 17077
+HDFS_PORT = int(os.environ.get("SPARKCNN_TEST_HDFS_PORT", "19820"))
+SPARK_PORT = int(os.environ.get("SPARKCNN_TEST_SPARK_PORT", "17077"))
 HDFS = f"hdfs://127.0.0.1:{HDFS_PORT}"
 CLUSTER = f"spark://127.0.0.1:{SPARK_PORT}"
 SETTINGS = ["train.batch_size=200", "train.shard_size=50", "train.epochs=1", "run.keep_iterations=5"]
@@ -173,14 +174,22 @@ def test_commit_primitives_on_hdfs(services):
     assert storage.listdir("a") == ["entry", "file"]
 
 
-def test_bench_adds_staged_on_hdfs(services, tmp_path):
+def test_bench_rows_on_hdfs_and_the_cluster_train_what_local_staged_trains(services, tmp_path):
     out = tmp_path / "bench"
     ok(sparkcnn("bench", "--images", "100", "--scaling", "100", "--repeat", "1", "--no-torch", "--no-cache-policies",
-                "--epoch-images", "", "--out", str(out), "--run-root", f"{HDFS}/bench"))
+                "--epoch-images", "", "--out", str(out), "--run-root", f"{HDFS}/bench", "--master", CLUSTER))
     result = json.loads((out / "bench.json").read_text())
     rows = {r["name"]: r for r in result["rows"]}
-    assert list(rows) == ["numpy (1 process)", "staged", "staged on hdfs", "staged, job per stage", "memory", "fused"]
+    on_cluster = [f"{name} on {CLUSTER}" for name in ("staged", "staged on hdfs", "memory", "fused")]
+    assert list(rows) == ["numpy (1 process)", "staged", "staged on hdfs", "staged, job per stage", "memory", "fused",
+                          *on_cluster]
+    for name in ["staged on hdfs", *on_cluster]:
+        assert rows[name]["same_params"] is True, name
+    assert rows["staged on hdfs"]["root"].startswith(f"{HDFS}/bench/")
+    local, remote = rows["staged"]["storage"], rows["staged on hdfs"]["storage"]
     assert rows["staged on hdfs"]["bytes_written"] == rows["staged"]["bytes_written"] > 0
+    assert remote["files_written"] == local["files_written"] > 0 and remote["files_read"] == local["files_read"] > 0
+    assert remote["namenode_ops"]["CreateFileOps"] >= remote["files_written"] and not local["namenode_ops"]
     assert result["ratios"]["hdfs_to_staged"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["staged"]["total"])
     assert result["ratios"]["hdfs_to_memory"] == pytest.approx(rows["staged on hdfs"]["total"] / rows["memory"]["total"])
 

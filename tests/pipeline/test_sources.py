@@ -280,3 +280,35 @@ def test_sources_are_detected(tmp_path):
     (tmp_path / "nothing" / "notes.txt").write_text("hi")
     with pytest.raises(DataError, match="holds no CIFAR batches, Parquet files or images"):
         open_source(str(tmp_path / "nothing"), {})
+
+
+def test_empty_and_non_parquet_parquet_files_are_named_as_such(tmp_path):
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty.parquet: empty \(0 bytes\), not a data source"):
+        open_source(str(tmp_path / "empty.parquet"), {})
+    (tmp_path / "text.parquet").write_text("image,label\n")
+    with pytest.raises(DataError, match=r"text.parquet: not a Parquet file \(it does not begin with PAR1\)"):
+        open_source(str(tmp_path / "text.parquet"), {})
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "part-0.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match=r"folder/part-0.parquet: not a Parquet file \(empty: 0 bytes\)"):
+        open_source(str(tmp_path / "folder"), {}).describe()
+
+
+def test_images_outside_class_folders_are_counted_and_deeper_ones_belong_to_their_class(tmp_path):
+    data = image_folder(tmp_path / "pair" / "train", per_class=2)
+    image_folder(tmp_path / "pair" / "test", per_class=1, seed=1)
+    rng = np.random.default_rng(7)
+    (data / "owl" / "young").mkdir()
+    image(rng, (8, 10, 3)).save(data / "owl" / "young" / "a.png")
+    image(rng, (8, 10, 3)).save(data / "loose.png")
+    image(rng, (8, 10, 3)).save(tmp_path / "pair" / "top.png")
+    source = open_source(str(tmp_path / "pair"), {})
+    description = source.describe()
+    assert source.paired and description.class_names == ("cat", "dog", "owl")
+    assert description.notes == (f"{tmp_path / 'pair'}: 2 image(s) outside any class folder are not used (the first: "
+                                 f"top.png); images are taken from DIR/<class>/ and its subfolders",)
+    rows = [row for piece in source.pieces(description) for row in piece.items]
+    assert ("train/owl/young/a.png", 2, "train") in rows and len(rows) == 3 * 2 + 1 + 3 * 1
+    scoring = open_source(str(tmp_path / "pair"), {"scoring": True})
+    assert not scoring.describe().notes and len(scoring.pieces(scoring.describe())[0].items) == 12

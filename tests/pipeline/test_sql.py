@@ -174,10 +174,28 @@ def test_cli_formats_notes_and_views_sql(spark, run, tmp_path, capsys):
     views = tmp_path / "views.sql"
     assert main(["sql", "--run-root", root, "--views-sql", str(views)]) == 0
     text = views.read_text()
+    spark.conf.set("spark.sql.runSQLOnFiles", "true")  # a plain spark-sql shell's default; sparkcnn sql refuses paths
     for statement in [s for s in text.split(";\n") if s.strip().startswith("CREATE")]:
         spark.sql(statement)
     assert spark.sql("SELECT COUNT(*) FROM relu1_bwd").first()[0] == 300
     sql.register_views(spark, run)
+
+
+def test_cli_files_hold_arrays_in_full_and_existing_out_is_kept(run, tmp_path, capsys):
+    import base64
+    import csv
+
+    root, out = run.storage.url, tmp_path / "v.csv"
+    query = "SELECT image_id, tensor_array(out, 'float32') AS v, out FROM conv1_fwd WHERE iteration = 3 LIMIT 1"
+    assert main(["sql", "--run-root", root, query, "--format", "csv", "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    stored = np.frombuffer(base64.b64decode(row["out"]), np.float32)
+    assert stored.size == 1024 and json.loads(row["v"]) == stored.astype(np.float64).tolist()
+    assert main(["sql", "--run-root", root, "SELECT 1 AS x", "--format", "csv", "--out", str(out)]) == 2
+    assert "exists; add --overwrite" in capsys.readouterr().err and "image_id" in out.read_text()
+    assert main(["sql", "--run-root", root, "SELECT 1 AS x", "--format", "json", "--out", str(out),
+                 "--overwrite"]) == 0
+    assert out.read_text() == '{"x": 1}\n'
 
 
 def test_interactive_prompt(run, tmp_path):

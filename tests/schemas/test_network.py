@@ -21,7 +21,8 @@ def test_layers_are_named_by_type_and_count_with_every_key_explicit():
     resolved = resolve_layers(THREE_CONV)
     assert [layer["name"] for layer in resolved] == [
         "conv1", "relu1", "pool1", "middle", "relu2", "pool2", "conv3", "relu3", "pool3", "drop1", "fc1", "relu4", "fc2"]
-    assert resolved[0] == {"name": "conv1", "type": "conv", "filters": 8, "kernel": 3, "stride": 1, "padding": 1}
+    assert resolved[0] == {"name": "conv1", "type": "conv", "filters": 8, "kernel": 3, "stride": 1, "padding": 1,
+                           "bias": True}
     assert resolved[2] == {"name": "pool1", "type": "max_pool", "size": 2, "stride": 2}
     assert resolved[8]["stride"] == 1 and resolved[9]["rate"] == 0.25
     assert resolve_layers(resolved) == resolved
@@ -93,3 +94,88 @@ def test_impossible_stacks_are_refused_naming_the_layer(layers, message):
 def test_a_bad_layer_in_a_config_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="layer fc1 .*units must be an integer"):
         config.load(overrides=['model.layers=[{type="fc", units="ten"}]'])
+
+
+def block(name: str, filters: int, stride: int, shortcut: str, project: bool) -> list[dict]:
+    """A basic residual block (conv-BN-ReLU-conv-BN, + shortcut, ReLU), the shortcut projected by a
+    1x1 conv + BN where the shape changes."""
+    conv = {"type": "conv", "filters": filters, "kernel": 3, "padding": 1, "bias": False}
+    layers = [{**conv, "stride": stride, "name": f"{name}_conv1"}, {"type": "batch_norm", "name": f"{name}_bn1"},
+              {"type": "relu", "name": f"{name}_relu1"}, {**conv, "name": f"{name}_conv2"},
+              {"type": "batch_norm", "name": f"{name}_bn2"}]
+    if project:
+        layers += [{"type": "conv", "filters": filters, "kernel": 1, "stride": stride, "bias": False,
+                    "input": shortcut, "name": f"{name}_proj"}, {"type": "batch_norm", "name": f"{name}_proj_bn"}]
+        shortcut = f"{name}_proj_bn"
+    return [*layers, {"type": "add", "inputs": [f"{name}_bn2", shortcut], "name": f"{name}_add"},
+            {"type": "relu", "name": f"{name}_out"}]
+
+
+# a small residual network: an identity block (stem_relu read by two layers), a projection block, and
+# batch norm after a conv and after an fc
+RESIDUAL = [{"type": "conv", "filters": 4, "kernel": 3, "padding": 1, "bias": False, "name": "stem"},
+            {"type": "batch_norm", "name": "stem_bn"}, {"type": "relu", "name": "stem_relu"},
+            *block("b1", 4, 1, "stem_relu", False), *block("b2", 8, 2, "b1_out", True),
+            {"type": "global_avg_pool", "name": "gap"}, {"type": "fc", "units": 6, "name": "fc1"},
+            {"type": "batch_norm", "name": "fc1_bn"}, {"type": "relu", "name": "fc1_relu"},
+            {"type": "fc", "units": 10, "name": "fc2"}]
+
+
+def test_a_residual_graph_runs_in_topological_order_and_sums_its_readers_gradients():
+    net = Network(RESIDUAL, (8, 8, 3), 10)
+    assert [layer.name for layer in net.readers(net.layer("stem_relu_fwd"))] == ["b1_conv1", "b1_add"]
+    assert net.layer("b2_add_fwd").inputs == ("b2_bn2", "b2_proj_bn")
+    assert net.layer("b2_proj_fwd").in_shape == (8, 8, 4) and net.layer("gap_fwd").out_shape == (8,)
+    defs = net.stage_defs()
+    assert set(defs["b1_add_fwd"].inputs) == {"x0", "x1"} and defs["b2_proj_fwd"].inputs["x"].source == "b1_out_fwd"
+    dout = defs["stem_relu_bwd"].inputs
+    assert (dout["dout"].source, dout["dout_1"].source) == ("b1_conv1_bwd", "b1_add_bwd")
+    assert net.param_shapes["stem.w"] == (4, 3, 3, 3) and "stem.b" not in net.param_shapes
+    assert net.state_shapes["fc1_bn.running_var"] == (6,) and net.param_shapes["b2_bn1.gamma"] == (8,)
+    assert set(defs["update"].inputs) == {*net.gradient_stages, *net.statistics_stages, "velocity"}
+    assert defs["update"].inputs["stem_bn_fwd"].output == "stats"
+    stages = net.iteration_stages
+    assert all(stages.index(layer.forward_stage) > stages.index(f"{n}_fwd") for layer in net.layers for n in layer.inputs)
+    assert "b2_add (add, 4x4x8 <- b2_bn2+b2_proj_bn)" in net.describe()
+
+
+def test_a_layer_may_read_one_declared_later_and_runs_after_it():
+    net = Network([{"type": "fc", "units": 4, "name": "a"}, {"type": "relu", "name": "b", "input": "c"},
+                   {"type": "fc", "units": 4, "name": "c", "input": "a"}, {"type": "fc", "units": 10, "input": "b"}],
+                  *CIFAR)
+    assert [layer.name for layer in net.layers] == ["a", "c", "b", "fc3"]
+    assert net.backward_stages == ("fc3_bwd", "b_bwd", "c_bwd", "a_bwd")
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{"type": "fc", "units": 10, "input": "nowhere"}], "layer fc1 .*input 'nowhere' is not a layer"),
+    ([{"type": "fc", "units": 10, "name": "a", "input": "a"}], "layer a .*its own input"),
+    ([{"type": "relu"}, {"type": "relu", "input": "relu3"}, {"type": "relu", "input": "relu2"},
+      {"type": "fc", "units": 10}], "layer relu2: its inputs form a cycle"),
+    ([{"type": "conv", "filters": 4, "kernel": 3}, {"type": "conv", "filters": 4, "kernel": 1, "name": "c2"},
+      {"type": "add", "inputs": ["conv1", "c2", "conv1"]}, {"type": "fc", "units": 10}], "layer add1 .*named twice"),
+    ([{"type": "conv", "filters": 4, "kernel": 3}, {"type": "conv", "filters": 4, "kernel": 3, "name": "c2"},
+      {"type": "add", "inputs": ["conv1", "c2"]}, {"type": "fc", "units": 10}],
+     r"layer add1: an add needs inputs of one shape, got conv1 \(30, 30, 4\), c2 \(28, 28, 4\)"),
+    ([{"type": "fc", "units": 10}, {"type": "add", "inputs": ["fc1"]}], "layer add1 .*two or more inputs"),
+    ([{"type": "fc", "units": 10}, {"type": "fc", "units": 10}, {"type": "relu", "inputs": ["fc1", "fc2"]}],
+     "layer relu1 .*reads one input"),
+    ([{"type": "conv", "filters": 4, "kernel": 3}, {"type": "relu"}, {"type": "fc", "units": 10, "input": "conv1"}],
+     "layer relu1: no layer reads its output"),
+    ([{"type": "batch_norm", "sync": 1}, {"type": "fc", "units": 10}], "layer bn1 .*sync must be true or false"),
+    ([{"type": "fc", "units": 10, "input": "fc1", "inputs": ["fc1"]}], "give input or inputs, not both"),
+])
+def test_impossible_graphs_are_refused_naming_the_layer(layers, message):
+    with pytest.raises(NetworkError, match=message):
+        Network(layers, *CIFAR)
+
+
+def test_new_keys_at_their_defaults_leave_identities_as_they_were():
+    """Fingerprints recorded with the code before graphs, batch norm, conv bias and the new train keys."""
+    assert config.Config().fingerprint() == "3d47f2ba8a0d0579"
+    assert config.load(config.REPO_CONF / "quick.toml").fingerprint() == "51fab7e8565dc89e"
+    explicit = config.load(overrides=['model.layers=[{type="conv", filters=32, kernel=5, padding=2, bias=true}, '
+                                      '{type="relu", input="conv1"}, {type="max_pool", size=2}, {type="fc", units=10}]',
+                                      "train.nesterov=false", "train.lr_warmup_epochs=0"])
+    assert explicit.fingerprint() == "3d47f2ba8a0d0579"
+    assert config.load(overrides=["train.nesterov=true"]).fingerprint() != "3d47f2ba8a0d0579"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The bench on a real HDFS and a Spark standalone cluster on this machine, started and stopped around it:
+#   scripts/bench_cluster.sh [sparkcnn bench flags...]    e.g. --images 2000 --repeat 2 --out bench-cluster
+# starts scripts/hdfs.sh (NameNode + 2 DataNodes) and scripts/spark-cluster.sh (master + 2 workers) under DIR
+# (SPARKCNN_BENCH_DIR, default /tmp/sparkcnn-bench-cluster), runs
+#   sparkcnn bench --run-root hdfs://127.0.0.1:PORT/bench --master spark://127.0.0.1:SPARK_PORT [flags]
+# and stops both however the bench ends. Ports: SPARKCNN_HDFS_PORT (9820), SPARKCNN_SPARK_PORT (7077).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dir="${SPARKCNN_BENCH_DIR:-/tmp/sparkcnn-bench-cluster}"
+port="${SPARKCNN_HDFS_PORT:-9820}"
+spark_port="${SPARKCNN_SPARK_PORT:-7077}"
+python="${PYTHON:-$here/../.venv/bin/python}"
+export PYTHON="$python"
+
+stop() {
+  "$here/spark-cluster.sh" stop "$dir/spark" || true
+  "$here/hdfs.sh" stop "$dir/hdfs" || true
+}
+trap stop EXIT
+"$here/hdfs.sh" start "$dir/hdfs"
+"$here/spark-cluster.sh" start "$dir/spark"
+export HADOOP_CONF_DIR="$dir/hdfs/conf/nn"
+unset SPARKCNN_WEBHDFS
+"$python" -m pipeline.cli bench --run-root "hdfs://127.0.0.1:$port/bench" --master "spark://127.0.0.1:$spark_port" "$@"
