@@ -43,8 +43,9 @@ class Trained:
 def score_rows(trained: Trained, table, context) -> tuple[list, list, list]:
     """(prediction, probabilities, class name) of each row of an Arrow table with an `image` column (and
     `height`, `width`, `channels` for raw bytes); None for an image that cannot be read."""
+    from pipeline.images import fit
     from pipeline.predict import probabilities
-    from pipeline.sources import ParquetImages, fit
+    from pipeline.sources import ParquetImages
 
     decoded = ParquetImages(None, "", {"image_column": "image"}, [])._decode(table, "row")
     readable = [i for i, (_, pixels) in enumerate(decoded) if not isinstance(pixels, str)]

@@ -27,6 +27,8 @@ def test_sweep_trains_resumes_and_reports(spark, tmp_path, capsys):
     first = capsys.readouterr().out
     assert first.count("test accuracy") == 4
     assert cli.main(args) == 0  # again: every trial is finished, nothing is recomputed
+    assert cli.main(["status", "--run-root", roots[0]]) == 0  # a trial is a run root like any other
+    assert cli.main(["report", "--run-root", roots[0], "--out", str(tmp_path / "trial-report")]) == 0
     assert len(trial_roots(str(root))) == 4
     assert cli.main(["report", "--run-root", str(root), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()

@@ -92,6 +92,19 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(spark, images, tmp_path
     with pytest.raises(ConfigError, match="seed cannot vary"):
         clf.fitMultiple(df, [{clf.seed: 1}, {clf.seed: 2}])
     assert not (tmp_path / "runs").exists()
+    garbage = spark.createDataFrame([(b"not an image", i % 3) for i in range(30)], "image binary, label int")
+    with pytest.raises(DataError, match="not a readable image"):
+        clf.fit(garbage)
+    assert not any(p.name == "manifest" for p in (tmp_path / "runs").rglob("*"))  # nothing committed
+
+
+def test_estimator_save_and_load(spark, tmp_path):
+    from sparkcnn.ml import CNNClassifier
+
+    clf = CNNClassifier(runRoot=str(tmp_path / "runs"), **SMALL)
+    clf.write().save(str(tmp_path / "clf"))
+    loaded = CNNClassifier.load(str(tmp_path / "clf"))
+    assert loaded.getOrDefault("layers") == SMALL["layers"] and loaded.getOrDefault("batchSize") == 18
 
 
 def test_mlflow_nested_runs(spark, images, tmp_path):
