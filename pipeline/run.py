@@ -159,8 +159,10 @@ class Run:
         self.check_source()
         if self.storage.exists(layout.CONFIG):
             saved = json.loads(self.storage.read_bytes(layout.CONFIG))
-            old = {s: saved[s] for s in Config.RESULT_SECTIONS}
-            changed = [f"{s}.{k}" for s in old for k in old[s] if old[s][k] != self.cfg.to_dict()[s][k]]
+            old = config_mod.from_dict(saved).result_settings()  # as identities see them: new keys at
+            now = self.cfg.result_settings()                       # their defaults are not differences
+            changed = [f"{s}.{k}" for s in Config.RESULT_SECTIONS for k in sorted(old[s].keys() | now[s].keys())
+                       if old[s].get(k) != now[s].get(k)]
             if changed:
                 raise RunError(f"run root {self.storage.url} was started with other settings that change results: "
                                f"{', '.join(changed)}; to continue with the new values from the last checkpoint, "
