@@ -1,4 +1,4 @@
 """Orchestration: runs, manifests, resume, Spark execution and the command line."""
-from pipeline import numerics
+from sparkcnn.pipeline import numerics
 
 numerics.pin()  # before numpy loads in this process

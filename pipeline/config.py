@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +13,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
-from schemas.topology import identity_layers
-from schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
+from sparkcnn.schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
+from sparkcnn.schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
+from sparkcnn.schemas.topology import identity_layers
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
 # the driver JVM's JIT compilers: C1 only (it starts, and answers a first query, sooner) or C1 then C2
@@ -100,7 +100,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    mlflow_uri: str = ""  # MLflow tracking URI; empty = off (pipeline.ml.tracking)
+    mlflow_uri: str = ""  # MLflow tracking URI; empty = off (sparkcnn.pipeline.ml.tracking)
 
 
 @dataclass(frozen=True)

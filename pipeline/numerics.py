@@ -15,7 +15,7 @@ import functools
 import os
 import platform
 
-from pipeline.errors import RunError
+from sparkcnn.pipeline.errors import RunError
 
 CORETYPE_VAR = "OPENBLAS_CORETYPE"
 PINNED_CORETYPE = "Haswell"

@@ -10,11 +10,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
-from schemas.shapes import output_shape
-from schemas.topology import (INPUT_KEYS, MULTI_INPUT, NetworkError, declared_inputs, inputs_of, resolve_inputs,
-                              topological)
-from schemas.tensors import SparseTensorSpec, TensorSpec
+from sparkcnn.schemas.shapes import output_shape
+from sparkcnn.schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
+from sparkcnn.schemas.tensors import SparseTensorSpec, TensorSpec
+from sparkcnn.schemas.topology import (INPUT_KEYS, MULTI_INPUT, NetworkError, declared_inputs, inputs_of,
+                                       resolve_inputs, topological)
 
 REQUIRED = object()
 LAYER_OPTIONS = {
@@ -358,7 +358,7 @@ class Network:
             else:
                 inputs = {"x": layer_input(layer, True)}
             defs[layer.forward_stage] = StageDef(f"{module}:forward_stage", inputs, self.trains(layer))
-        defs["loss"] = StageDef("stages.loss:forward_stage", {"x": image(self.output.forward_stage, "out")})
+        defs["loss"] = StageDef("sparkcnn.stages.loss:forward_stage", {"x": image(self.output.forward_stage, "out")})
         for stage in self.backward_stages:
             layer = self.layer(stage)
             sources = ["loss"] if layer is self.output else [r.backward_stage for r in self.readers(layer)]
@@ -377,7 +377,7 @@ class Network:
             defs[stage] = StageDef(f"{module}:backward_stage", inputs, self.trains(layer))
         grads = {s: Input(s, "grads", None, many=True) for s in self.gradient_stages}
         stats = {s: Input(s, "stats", None, many=True) for s in self.statistics_stages}
-        defs["update"] = StageDef("stages.update:update_stage",
+        defs["update"] = StageDef("sparkcnn.stages.update:update_stage",
                                   {**grads, **stats, "velocity": Input("params", "velocity", None)}, True)
         return defs
 
@@ -391,7 +391,7 @@ class Network:
 
     @property
     def evaluate_def(self) -> StageDef:
-        return StageDef("stages.network:evaluate_stage",
+        return StageDef("sparkcnn.stages.whole_network:evaluate_stage",
                         {"x": Input("batches", PER_IMAGE, (*KEY_COLUMNS, "pixels"))}, True)
 
 

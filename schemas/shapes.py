@@ -1,7 +1,7 @@
 """Per-image tensor shapes (NHWC) that each layer type gives."""
 from __future__ import annotations
 
-from schemas.topology import NetworkError
+from sparkcnn.schemas.topology import NetworkError
 
 
 def window_output(size: int, window: int, stride: int, padding: int = 0) -> int | None:

@@ -1,7 +1,7 @@
 """Schemas of every table in a run root.
 
 Per-image tables share the key columns; tensors are binary columns declared by
-TensorSpec. Shapes follow the network (schemas.network), so schemas are built from it.
+TensorSpec. Shapes follow the network (sparkcnn.schemas.network), so schemas are built from it.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from schemas.tensors import TABLE_KEY, SparseTensorSpec, summarize, summary_fields
+from sparkcnn.schemas.tensors import TABLE_KEY, SparseTensorSpec, summarize, summary_fields
 
 KEY_FIELDS = (
     pa.field("image_id", pa.int64(), nullable=False),

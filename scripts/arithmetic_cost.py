@@ -18,7 +18,8 @@ FAMILIES = ("Haswell", "SkylakeX")
 def measure(config: str, images: int, repeat: int) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from pipeline import bench, config as config_mod, numerics
+    from sparkcnn.pipeline import config as config_mod, numerics
+    from sparkcnn.pipeline.bench import measure as bench
 
     cfg = config_mod.load(config)
     x, labels, net = bench.load_batch(cfg, images)

@@ -22,4 +22,4 @@ trap stop EXIT
 "$here/spark-cluster.sh" start "$dir/spark"
 export HADOOP_CONF_DIR="$dir/hdfs/conf/nn"
 unset SPARKCNN_WEBHDFS
-"$python" -m pipeline.cli bench --run-root "hdfs://127.0.0.1:$port/bench" --master "spark://127.0.0.1:$spark_port" "$@"
+"$python" -m sparkcnn bench --run-root "hdfs://127.0.0.1:$port/bench" --master "spark://127.0.0.1:$spark_port" "$@"

@@ -43,10 +43,10 @@ def make_folder(root: Path, images: int) -> Path:
 def measure(step: str, data: str, root: str) -> dict:
     """In this process, one step: ingest (and init), or scoring every image with the initial parameters;
     the seconds it took, this process's peak memory and the JVM's heap in use after it."""
-    from pipeline import config
-    from pipeline.run import Run
-    from pipeline.score import score
-    from pipeline.spark import session
+    from sparkcnn.pipeline import config
+    from sparkcnn.pipeline.deploy.score import score
+    from sparkcnn.pipeline.spark.session import session
+    from sparkcnn.pipeline.training.run import Run
 
     if step == "ingest":
         run = Run(config.load(overrides=[f'data.path="{data}"', f'run.root="{root}"']))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sources import CIFAR10_BATCHES, CIFAR10_CLASSES as CLASSES, CIFAR10_TEST_BATCH as TEST_BATCH
-from pipeline.sources import CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES, open_source
+from sparkcnn.pipeline.data.sources import (CIFAR10_BATCHES, CIFAR10_CLASSES as CLASSES,
+                                            CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES,
+                                            open_source)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,9 +29,9 @@ DEAD_RELU = ("SELECT iteration, c AS channel, AVG(tensor_channel_zeros(out, 'flo
 
 def measure(root: str) -> dict:
     """One process's timings (seconds) on a run root."""
-    from pipeline import sql
-    from pipeline.run import Run
-    from pipeline.spark import session
+    from sparkcnn.pipeline.query import sql
+    from sparkcnn.pipeline.spark.session import session
+    from sparkcnn.pipeline.training.run import Run
 
     run = Run.open(root)
     relu = next(s for s in run.network.forward_stages if run.network.layer(s).type == "relu")
@@ -71,8 +71,8 @@ def main() -> int:
     if args.measure:
         print(json.dumps(measure(args.roots[0])))
         return 0
-    from pipeline import layout
-    from pipeline.storage import Storage
+    from sparkcnn.pipeline.runroot import layout
+    from sparkcnn.pipeline.runroot.storage import Storage
 
     results = []
     for root in args.roots:

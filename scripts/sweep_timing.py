@@ -19,14 +19,14 @@ GRID = ["--grid", "train.learning_rate=[0.01, 0.02]", "--grid", "train.momentum=
 
 def timed(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "sparkcnn", *args], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
 def trial_seconds(root: Path) -> dict[str, float]:
     """Seconds each trial's stages took, as its metrics recorded them."""
-    from pipeline.ml.trials import trial_roots
-    from pipeline.run import Run
+    from sparkcnn.pipeline.ml.trials import trial_roots
+    from sparkcnn.pipeline.training.run import Run
 
     return {r.rsplit("/", 1)[-1]: round(sum(m["seconds"] for m in Run.open(r).metrics().to_pylist()
                                             if m["kind"] in ("train", "eval")), 2) for r in trial_roots(str(root))}

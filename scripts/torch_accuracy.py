@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline import config  # noqa: E402
-from pipeline.torch_graph import torch_model  # noqa: E402
-from schemas.network import Network  # noqa: E402
-from stages import update  # noqa: E402
+from sparkcnn.pipeline import config  # noqa: E402
+from sparkcnn.pipeline.bench.torch_graph import torch_model  # noqa: E402
+from sparkcnn.schemas.network import Network  # noqa: E402
+from sparkcnn.stages import update  # noqa: E402
 
 
 def load_cifar(path: str):

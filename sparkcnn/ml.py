@@ -1,5 +1,5 @@
 """Spark ML classes: `from sparkcnn.ml import CNNClassifier`."""
-from pipeline.ml.estimator import CNNClassifier
-from pipeline.ml.model import CNNClassificationModel
+from sparkcnn.pipeline.ml.estimator import CNNClassifier
+from sparkcnn.pipeline.ml.model import CNNClassificationModel
 
 __all__ = ["CNNClassifier", "CNNClassificationModel"]

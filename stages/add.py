@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
+from sparkcnn.stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
 def forward(x: tuple[np.ndarray, ...], params: dict | None = None) -> tuple[np.ndarray, dict]:

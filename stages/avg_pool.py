@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.pool import layer_params, tiles
-from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
+from sparkcnn.stages.pool import layer_params, tiles
+from sparkcnn.stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
 def forward(x: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from schemas.statistics import batch_stats_table
-from schemas.topology import NetworkError
-from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
+from sparkcnn.schemas.statistics import batch_stats_table
+from sparkcnn.schemas.topology import NetworkError
+from sparkcnn.stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 
 def moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
-
+from sparkcnn.stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 BLOCK = 32  # images per im2col tile; the matrix products' shapes, and so their bits, depend on it
 COL2IM_BYTES = 1 << 19  # column bytes per col2im tile: about half a core's L2 cache

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.tabular import StageResult, per_image_table, tensor
+from sparkcnn.stages.tabular import StageResult, per_image_table, tensor
 
 
 def forward(scores: np.ndarray, params: dict) -> tuple[np.ndarray, dict]:

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
-from schemas.network import Layer, Network
-from stages.augment import augment
-from schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, arrays_to_table, summarized, table_schema
-from schemas.tensors import SparseTensorSpec, TensorSpec, decode_column, summarize
+from sparkcnn.schemas.network import Layer, Network
+from sparkcnn.schemas.tables import DEFAULT_CACHE, KEY_COLUMNS, SCALAR_FIELDS, arrays_to_table, summarized, table_schema
+from sparkcnn.schemas.tensors import SparseTensorSpec, TensorSpec, decode_column, summarize
+from sparkcnn.stages.augment import augment
 
 
 @dataclass

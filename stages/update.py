@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from schemas.tables import arrays_to_table, table_to_arrays
-from schemas.statistics import batch_stats_of, running_stats_table
-from stages.batch_norm import running_step
-from stages.tabular import StageResult
+from sparkcnn.schemas.statistics import batch_stats_of, running_stats_table
+from sparkcnn.schemas.tables import arrays_to_table, table_to_arrays
+from sparkcnn.stages.batch_norm import running_step
+from sparkcnn.stages.tabular import StageResult
 
 
 def sgd_step(params: dict, velocity: dict, grads: dict, lr: float, momentum: float, weight_decay: float,

@@ -13,12 +13,11 @@ import tarfile
 import time
 from pathlib import Path
 
-import pipeline  # noqa: F401  (pins the BLAS kernels before numpy loads)
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
+from sparkcnn.pipeline.data.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
 
 REPO = Path(__file__).resolve().parent.parent
 FORBID_JVM = "SPARKCNN_FORBID_JVM"
@@ -35,7 +34,7 @@ def pytest_collection_finish(session) -> None:
     """Before the first Spark test, the machine's JVM class archive (waiting for a maker that a command
     started just before); a selection without Spark tests starts no JVM."""
     if any(item.get_closest_marker("spark") for item in session.items):
-        subprocess.run([sys.executable, "-m", "pipeline.archive_maker"], cwd=REPO, check=False,
+        subprocess.run([sys.executable, "-m", "sparkcnn.pipeline.spark.archive_maker"], cwd=REPO, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -79,7 +78,7 @@ def beeline(url: str, query: str, password: str | None = None) -> list[str]:
 def serve(root: str, port: int, log: Path, *extra: str) -> subprocess.Popen:
     """`sparkcnn sql --serve` in its own process group, once it says it serves."""
     with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sql", "--run-root", root, "--serve",
+        server = subprocess.Popen([sys.executable, "-m", "sparkcnn", "sql", "--run-root", root, "--serve",
                                    "--port", str(port), *extra], stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True, cwd=log.parent)
     wait_until(server, lambda: "serving run" in log.read_text(), "the server", timeout=240)
@@ -109,8 +108,8 @@ def kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 180)
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipeline import config
-    from pipeline.spark import session
+    from sparkcnn.pipeline import config
+    from sparkcnn.pipeline.spark.session import session
 
     spark = session(config.from_dict({"spark": {"master": "local[2]"}}), app_name="sparkcnn-tests")
     yield spark

@@ -1,6 +1,6 @@
 """CNNClassifier: training on a DataFrame as a Spark ML Estimator. fit() writes the DataFrame as a Parquet
 source with Spark under a base run root named by the data's digest, ingests it once, and trains in a
-trial run root named by the settings (pipeline.ml.trials); fitMultiple() trains many such trials over
+trial run root named by the settings (sparkcnn.pipeline.ml.trials); fitMultiple() trains many such trials over
 one ingest."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from pipeline.config import ConfigError
-from pipeline.ml import frame, model, tracking, trials
-from pipeline.ml.params import CNNParams, CONFIG_KEYS, DATA_PARAMS, get_params_by_name
-from pipeline.run import Run
-from pipeline.storage import Storage
+from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.pipeline.ml import frame, model, tracking, trials
+from sparkcnn.pipeline.ml.params import CONFIG_KEYS, DATA_PARAMS, CNNParams, get_params_by_name
+from sparkcnn.pipeline.runroot.storage import Storage
+from sparkcnn.pipeline.training.run import Run
 
 SOURCE = "source"  # the written DataFrame, under the base run root
 

@@ -12,8 +12,8 @@ import pandas as pd
 from pyspark.ml import Model
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
-from pipeline.ml.params import CNNParams
-from pipeline.storage import Storage
+from sparkcnn.pipeline.ml.params import CNNParams
+from sparkcnn.pipeline.runroot.storage import Storage
 
 PARAMETERS = "data/parameters.npz"
 
@@ -30,8 +30,8 @@ class Trained:
     std: np.ndarray
 
     def context(self):
-        from schemas.network import Network
-        from stages.tabular import StageContext
+        from sparkcnn.schemas.network import Network
+        from sparkcnn.stages.tabular import StageContext
 
         return StageContext(Network(self.layers, self.image, len(self.class_names)), self.params, self.mean, self.std)
 
@@ -43,9 +43,9 @@ class Trained:
 def score_rows(trained: Trained, table, context) -> tuple[list, list, list]:
     """(prediction, probabilities, class name) of each row of an Arrow table with an `image` column (and
     `height`, `width`, `channels` for raw bytes); None for an image that cannot be read."""
-    from pipeline.images import fit
-    from pipeline.predict import probabilities
-    from pipeline.sources import ParquetImages
+    from sparkcnn.pipeline.data.images import fit
+    from sparkcnn.pipeline.data.sources import ParquetImages
+    from sparkcnn.pipeline.deploy.predict import probabilities
 
     decoded = ParquetImages(None, "", {"image_column": "image"}, [])._decode(table, "row")
     readable = [i for i, (_, pixels) in enumerate(decoded) if not isinstance(pixels, str)]
@@ -98,7 +98,7 @@ class CNNClassificationModel(Model, CNNParams, MLWritable, MLReadable):
         from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
 
-        from pipeline.ml import frame
+        from sparkcnn.pipeline.ml import frame
 
         image = self.getOrDefault(self.imageCol)
         raw = self.raw_columns()

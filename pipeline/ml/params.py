@@ -6,8 +6,8 @@ import json
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasLabelCol, HasPredictionCol, HasProbabilityCol
 
-from pipeline import config
-from pipeline.config import ConfigError, TrainConfig
+from sparkcnn.pipeline import config
+from sparkcnn.pipeline.config import ConfigError, TrainConfig
 
 DEFAULTS = TrainConfig()
 # Param name -> config key; the keys a grid may vary are those outside the ingest (train.*, model.*, run.mode)

@@ -1,5 +1,5 @@
 """`sparkcnn sweep`: every combination of --grid values trained as a trial under one run root that holds
-the shared ingest (pipeline.ml.trials), N at a time as concurrent Spark jobs; again, it resumes the
+the shared ingest (sparkcnn.pipeline.ml.trials), N at a time as concurrent Spark jobs; again, it resumes the
 unfinished trials. `sparkcnn report` on the root compares the trials."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from pipeline import config, graph
-from pipeline.config import Config, ConfigError
-from pipeline.ml import tracking, trials
-from pipeline.run import Run
+from sparkcnn.pipeline import config, stage_keys
+from sparkcnn.pipeline.config import Config, ConfigError
+from sparkcnn.pipeline.ml import tracking, trials
+from sparkcnn.pipeline.training.run import Run
 
 
 def parse_grid(items: list[str]) -> list[dict]:
@@ -48,7 +48,7 @@ class SweepProgress:
         self._lock = threading.Lock()
 
     def after(self, run: Run, outcome) -> None:
-        stage, _, iteration = graph.parse_key(outcome.key)
+        stage, _, iteration = stage_keys.parse_key(outcome.key)
         if stage != "update":
             return
         with self._lock:
@@ -106,7 +106,7 @@ def summary(run: Run, name: str) -> dict:
 
 def compare(base_url: str, out: Path) -> list[dict]:
     """report.html comparing the trials under a run root: final accuracy and loss, curves side by side."""
-    from pipeline.report import _plt, _save, _table
+    from sparkcnn.pipeline.query.report import _plt, _save, _table
 
     found = []
     for root in trials.trial_roots(base_url):

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import ConfigError
+from sparkcnn.pipeline.config import ConfigError
 
 EXPERIMENT = "sparkcnn"
 MAX_PARAM = 6000  # MLflow's longest param value
@@ -99,8 +99,8 @@ def run_metrics(run) -> list[tuple[str, float, int]]:
 
 def artifacts(run, folder: Path) -> list[Path]:
     """model.onnx (the last parameters) and report.html with its charts, written into `folder`."""
-    from pipeline.onnx_export import build
-    from pipeline.report import write_report
+    from sparkcnn.pipeline.deploy.onnx_export import build
+    from sparkcnn.pipeline.query.report import write_report
 
     iteration, params = run.latest_params()
     mean, std = run.channel_stats()

@@ -8,13 +8,13 @@ import dataclasses
 import json
 import threading
 
-from pipeline import graph
-from pipeline.config import Config, ConfigError
-from pipeline.lock import RunLock
-from pipeline.run import Run
+from sparkcnn.pipeline import stage_keys
+from sparkcnn.pipeline.config import Config, ConfigError
+from sparkcnn.pipeline.query.trials import trial_settings
+from sparkcnn.pipeline.runroot.layout import TRIAL_DOC, TRIALS
+from sparkcnn.pipeline.runroot.lock import RunLock
+from sparkcnn.pipeline.training.run import Run
 
-TRIALS = "trials"
-TRIAL_DOC = "trial.json"  # the settings a trial varies, for reports and SQL
 SHARED = "../.."  # a trial's root -> its base root
 VARIABLE_SECTIONS = ("train", "model")
 INGEST_KEYS = ("train.seed",)  # a train.* key that changes the ingest (the split rule's seed)
@@ -76,16 +76,9 @@ def link_ingest(base: Run, trial: Run) -> None:
     entry = base.manifest.get("ingest")
     outputs = {name: [{**f, "path": f"{SHARED}/{f['path']}"} for f in files]
                for name, files in entry["outputs"].items()}
-    extra = {"data": entry["values"][graph.ALL_PARTS]["digest"]}
+    extra = {"data": entry["values"][stage_keys.ALL_PARTS]["digest"]}
     trial.manifest.commit({**{k: v for k, v in entry.items() if k != "committed_at"}, "outputs": outputs,
                            "extra": extra, "identity": trial.identity("ingest", [], extra)})
-
-
-def trial_settings(root: Run) -> dict:
-    """The settings a trial varies (from its trial.json), {} for a run that is not a trial."""
-    if not root.storage.exists(TRIAL_DOC):
-        return {}
-    return json.loads(root.storage.read_bytes(TRIAL_DOC))["settings"]
 
 
 def trial_roots(base_url: str) -> list[str]:
@@ -122,31 +115,3 @@ class Trials:
                 raise StopIteration
             self._next += 1
         return index, self._make(index, self._train(index))
-
-
-def trial_sources(run) -> dict:
-    """The views across the trials under a run root (none for other roots): `trial_metrics` and
-    `trial_evaluate`, each trial's rows with its name (`trial`) and varied settings (`settings`, JSON)."""
-    from pipeline.sql import ViewSource
-    from schemas.tables import METRICS_SCHEMA, table_schema
-
-    names = run.storage.listdir(TRIALS)
-    if not names:
-        return {}
-    views = {"trial_metrics": ViewSource("trial_metrics", METRICS_SCHEMA),
-             "trial_evaluate": ViewSource("trial_evaluate", table_schema(run.network, "evaluate"))}
-    for name in names:
-        if not run.storage.exists(f"{TRIALS}/{name}/{TRIAL_DOC}"):
-            continue
-        trial = Run.open(f"{run.storage.url}/{TRIALS}/{name}")
-        literals = {"trial": name, "settings": json.dumps(trial_settings(trial), sort_keys=True)}
-        for key, entry in sorted(trial.manifest.entries().items()):
-            stage, epoch, _ = graph.parse_key(key)
-            outputs = {o: [{**f, "path": f"{TRIALS}/{name}/{f['path']}"} for f in files]
-                       for o, files in entry["outputs"].items()}
-            gone = trial.retention.retired_outputs(key)
-            views["trial_metrics"].add(key, {"outputs": outputs}, "metrics", literals, gone)
-            if stage == "evaluate":
-                views["trial_evaluate"].add(key, {"outputs": outputs}, graph.PER_IMAGE, {**literals, "eval_epoch": epoch},
-                                            gone)
-    return views

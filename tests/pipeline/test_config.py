@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from pipeline import config
-from pipeline.config import Config, ConfigError
+from sparkcnn.pipeline import config
+from sparkcnn.pipeline.config import Config, ConfigError
 
 
 def test_default_toml_equals_built_in_defaults():

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config, graph
-from pipeline.cli import main
-from pipeline.config import ConfigError
-from pipeline.run import Run
+from sparkcnn.pipeline import config, stage_keys
+from sparkcnn.pipeline.cli.main import main
+from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.pipeline.training.run import Run
 from tests.conftest import assert_bitwise_equal, cifar_batch, write_archive
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def new_run(root: Path, *extra: str) -> Run:
 
 
 def sparkcnn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sparkcnn", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -118,7 +118,7 @@ def test_every_cache_policy_change_at_the_boundary_between_writer_and_reader(spa
     for t, (writer, key, before, after) in enumerate(POLICY_CHANGES):
         run = Run.open(root, [policy(key, before)])
         run.save_config()
-        while (next_key := run.next_stage()) != graph.iteration_key(t, writer):
+        while (next_key := run.next_stage()) != stage_keys.iteration_key(t, writer):
             run.run_stage(spark, next_key)
         run.run_stage(spark, next_key)
         run = Run.open(root, [policy(key, after)])
@@ -136,9 +136,9 @@ def test_a_damaged_manifest_entry_is_reported_and_recomputed(spark, tmp_path, ca
     plain.train(spark, 2)
     run = new_run(tmp_path / "damaged")
     run.train(spark, 2)
-    rel = f"manifest/{graph.iteration_key(1, 'fc1_bwd')}.json"
+    rel = f"manifest/{stage_keys.iteration_key(1, 'fc1_bwd')}.json"
     run.storage.write_bytes(rel, b"\x00garbage{")
-    stale = f"manifest/{graph.iteration_key(1, 'relu1_fwd')}.json"  # an entry that is not what its inputs give
+    stale = f"manifest/{stage_keys.iteration_key(1, 'relu1_fwd')}.json"  # an entry that is not what its inputs give
     run.storage.write_bytes(stale, json.dumps({**json.loads(run.storage.read_bytes(stale)), "identity": "0" * 64}).encode())
     root = run.storage.url
 
@@ -191,8 +191,8 @@ def test_a_diverging_run_stops_at_that_iteration_and_a_branch_goes_on(spark, tmp
     assert "from the parameters after 0 iterations" in err and "--branch NEW_ROOT" in err
     assert "to continue" not in err
     run = Run.open(root)
-    assert run.iterations_done() == 1 and not run.manifest.committed(graph.iteration_key(1, "update"))
-    assert not run.manifest.committed(graph.iteration_key(1, "loss"))
+    assert run.iterations_done() == 1 and not run.manifest.committed(stage_keys.iteration_key(1, "update"))
+    assert not run.manifest.committed(stage_keys.iteration_key(1, "loss"))
     assert main(["resume", "--run-root", root]) == 2, "a diverged run is not recomputed"
     assert "iteration 1: the training loss is not a finite number" in capsys.readouterr().err
 
@@ -240,9 +240,9 @@ def test_a_local_run_root_with_spaces_and_hash_is_used_as_given(spark, tmp_path,
 
 def test_a_failed_stage_shows_one_clean_error_and_logs_the_trace(tmp_path):
     root = tmp_path / "full"
-    env = {**os.environ, "SPARKCNN_FAILPOINTS": f"write:{graph.iteration_key(0, 'fc1_bwd')}=enospc"}
+    env = {**os.environ, "SPARKCNN_FAILPOINTS": f"write:{stage_keys.iteration_key(0, 'fc1_bwd')}=enospc"}
     sets = [a for s in SMALL for a in ("--set", s)]
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--run-root", str(root), *sets],
+    proc = subprocess.run([sys.executable, "-m", "sparkcnn", "train", "--run-root", str(root), *sets],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
@@ -337,7 +337,7 @@ def test_damaged_lock_and_retention_records_are_named_or_rebuilt(trained, capsys
     assert f"the lock of run root {root} is unreadable ({lock})" in capsys.readouterr().err
     lock.unlink()
 
-    record = Path(root) / "retired" / f"{graph.iteration_key(0, 'relu1_fwd')}.json"
+    record = Path(root) / "retired" / f"{stage_keys.iteration_key(0, 'relu1_fwd')}.json"
     assert json.loads(record.read_text())["outputs"] == ["out"]
     record.write_bytes(b"\x00")
     assert main(["status", "--run-root", root, "--verify"]) == 0
@@ -361,7 +361,7 @@ class SqlPrompt:
         self.fd, terminal = pty.openpty()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", CONTROLLING_TTY, "-m", "pipeline.cli", "sql", "--run-root", run_root],
+                [sys.executable, "-c", CONTROLLING_TTY, "-m", "sparkcnn", "sql", "--run-root", run_root],
                 stdin=terminal, stdout=terminal, stderr=terminal)
         finally:
             os.close(terminal)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import onnx_export
-from schemas.network import Network
-from stages import network, update
-from stages.tabular import StageContext, normalize
+from sparkcnn.pipeline.deploy import onnx_export
+from sparkcnn.schemas.network import Network
+from sparkcnn.stages import update, whole_network
+from sparkcnn.stages.tabular import StageContext, normalize
 from tests.schemas.test_network import RESIDUAL
 
 
@@ -29,5 +29,5 @@ def test_a_residual_network_exports_and_onnxruntime_agrees():
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {onnx_export.INPUT: pixels})
     ctx = StageContext(net, params, mean, std)
-    _, caches = network.forward(normalize(pixels, mean, std), np.zeros(5, np.int64), ctx)
+    _, caches = whole_network.forward(normalize(pixels, mean, std), np.zeros(5, np.int64), ctx)
     np.testing.assert_allclose(got, caches[-1]["probs"], atol=1e-5)

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from pipeline import config
-from pipeline.config import ConfigError
-from schemas.network import DEFAULT_LAYERS, Network, NetworkError, resolve_layers
-from stages import batch_norm
+from sparkcnn.pipeline import config
+from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.schemas.network import DEFAULT_LAYERS, Network, NetworkError, resolve_layers
+from sparkcnn.stages import batch_norm
 
 CIFAR = ((32, 32, 3), 10)
 THREE_CONV = [

@@ -3,10 +3,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import Config
-from schemas.tables import arrays_to_table, table_schema, table_to_arrays
-from schemas.tensors import TensorSpec, spec_of
-from pipeline.run import network_for
+from sparkcnn.pipeline.config import Config
+from sparkcnn.pipeline.training.run import network_for
+from sparkcnn.schemas.tables import arrays_to_table, table_schema, table_to_arrays
+from sparkcnn.schemas.tensors import TensorSpec, spec_of
 
 
 @pytest.mark.parametrize("dtype,shape", [("float32", (4, 3, 2)), ("uint8", (3072,)), ("int8", (2, 2))])
@@ -49,7 +49,7 @@ def test_named_arrays_round_trip():
 
 
 def test_sparse_round_trip_is_bit_exact():
-    from schemas.tensors import SparseTensorSpec, decode_column
+    from sparkcnn.schemas.tensors import SparseTensorSpec, decode_column
 
     data = np.zeros((4, 3, 5), np.float32)
     data[0, 1, 2], data[2, 0, 0], data[2, 2, 4], data[3, 1, 1] = 1.5, -2.0, 3.25, -0.0
@@ -76,7 +76,7 @@ def test_cache_policy_changes_columns():
 def test_summaries_of_a_row_do_not_depend_on_the_rows_beside_it(dtype, shape):
     """Tensors are summarised a few rows at a time; each row's figures match the plain formulas and are
     bitwise the same whether the row comes alone or in a shard of any size."""
-    from schemas.tensors import summarize
+    from sparkcnn.schemas.tensors import summarize
 
     rng = np.random.default_rng(1)
     data = (np.maximum(rng.standard_normal((37, *shape)), -0.2) * 40).astype(dtype)

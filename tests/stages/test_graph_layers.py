@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.network import Network
-from stages import add, batch_norm, conv, global_avg_pool, network, update
-from stages.tabular import StageContext
+from sparkcnn.schemas.network import Network
+from sparkcnn.stages import add, batch_norm, conv, global_avg_pool, update, whole_network
+from sparkcnn.stages.tabular import StageContext
 from tests.schemas.test_network import RESIDUAL
 from tests.stages.gradcheck import assert_gradient
 
@@ -72,7 +72,7 @@ def test_conv_without_bias_has_no_bias_gradient():
 
 def test_residual_network_gradients_by_finite_differences():
     """A residual graph with a tensor read by two layers, a projection shortcut and batch norm after
-    conv and fc layers: network.backward against finite differences of the mean loss, in float64."""
+    conv and fc layers: whole_network.backward against finite differences of the mean loss, in float64."""
     net = Network(RESIDUAL, (6, 6, 3), 10)
     rng = np.random.default_rng(5)
     params = {name: rng.standard_normal(shape) * 0.5 for name, shape in net.param_shapes.items()}
@@ -81,11 +81,11 @@ def test_residual_network_gradients_by_finite_differences():
     labels = rng.integers(0, 10, 4)
     ctx = StageContext(net, params, normalizer=4, seed=3)
     keys = (2, np.arange(4))
-    _, grads = network.gradients(x, labels, ctx, keys)
+    _, grads = whole_network.gradients(x, labels, ctx, keys)
     assert sorted(grads) == sorted(net.param_shapes)
 
     def mean_loss():
-        return float(network.forward(x, labels, ctx, keys)[0].sum() / 4)
+        return float(whole_network.forward(x, labels, ctx, keys)[0].sum() / 4)
 
     for name in grads:
         assert_gradient(grads[name], mean_loss, params[name], h=1e-5, samples=6, rtol=1e-3, atol=1e-6)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.network import Network
-from stages import avg_pool, conv, dropout, fc, loss, network, pool, relu
-from stages.tabular import StageContext
+from sparkcnn.schemas.network import Network
+from sparkcnn.stages import avg_pool, conv, dropout, fc, loss, pool, relu, whole_network
+from sparkcnn.stages.tabular import StageContext
 from tests.stages.gradcheck import assert_gradient
 
 
@@ -177,7 +177,7 @@ def test_dropout_gradients_and_mask():
 
 
 def test_whole_network_gradients_by_finite_differences():
-    """A stack with every layer type: network.backward against finite differences of the mean loss."""
+    """A stack with every layer type: whole_network.backward against finite differences of the mean loss."""
     layers = [{"type": "conv", "filters": 3, "kernel": 3, "padding": 1}, {"type": "relu"},
               {"type": "max_pool", "size": 2}, {"type": "conv", "filters": 4, "kernel": 3, "stride": 2},
               {"type": "avg_pool", "size": 2, "stride": 1}, {"type": "dropout", "rate": 0.3},
@@ -189,11 +189,11 @@ def test_whole_network_gradients_by_finite_differences():
     labels = rng.integers(0, 5, 4)
     ctx = StageContext(net, params, normalizer=4, seed=3)
     keys = (2, np.arange(4))
-    _, grads = network.gradients(x, labels, ctx, keys)
+    _, grads = whole_network.gradients(x, labels, ctx, keys)
     assert sorted(grads) == sorted(net.param_shapes)
 
     def mean_loss():
-        return float(network.forward(x, labels, ctx, keys)[0].sum() / 4)
+        return float(whole_network.forward(x, labels, ctx, keys)[0].sum() / 4)
 
     for name in grads:
         assert_gradient(grads[name], mean_loss, params[name], h=1e-5, samples=12)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.torch_graph import module_params, torch_model
-from schemas.network import Network
-from stages import network, update
-from stages.tabular import StageContext
+from sparkcnn.pipeline.bench.torch_graph import module_params, torch_model
+from sparkcnn.schemas.network import Network
+from sparkcnn.stages import update, whole_network
+from sparkcnn.stages.tabular import StageContext
 from tests.schemas.test_network import RESIDUAL
 
 torch = pytest.importorskip("torch")
@@ -25,7 +25,7 @@ def test_three_iterations_of_a_residual_network_equal_pytorch_with_accumulated_s
         x = rng.standard_normal((batch, 8, 8, 3)).astype(np.float32)
         labels = rng.integers(0, 10, batch)
         ctx = StageContext(net, params, normalizer=batch)
-        grads, stats = network.shard_gradients(x, labels, ctx, (t, np.arange(batch)), shard)
+        grads, stats = whole_network.shard_gradients(x, labels, ctx, (t, np.arange(batch)), shard)
         stepped = update.step_running_stats(net, params, stats)
         params, velocity = update.sgd_step(params, velocity, grads, 0.1, 0.9, 5e-4, True)
         params.update(stepped)
@@ -41,7 +41,7 @@ def test_three_iterations_of_a_residual_network_equal_pytorch_with_accumulated_s
     assert sorted(expected) == sorted(params)
     for name, want in expected.items():
         assert np.linalg.norm(params[name] - want) <= 1e-4 * np.linalg.norm(want), name
-    scores = network.forward(x, labels, StageContext(net, params))[1][-1]["probs"]
+    scores = whole_network.forward(x, labels, StageContext(net, params))[1][-1]["probs"]
     with torch.no_grad():
         probs = torch.softmax(model.eval()(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))), 1)
     np.testing.assert_allclose(scores, probs.numpy(), atol=1e-5)

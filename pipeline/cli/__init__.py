@@ -1,0 +1,1 @@
+"""The sparkcnn command: its parser, commands and progress display."""

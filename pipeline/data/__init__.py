@@ -1,0 +1,1 @@
+"""Data sources (CIFAR archives, image folders, Parquet datasets) and their ingest."""

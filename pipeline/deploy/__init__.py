@@ -1,0 +1,1 @@
+"""A trained network put to use: predict, score jobs and ONNX export."""

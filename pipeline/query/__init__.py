@@ -1,0 +1,1 @@
+"""Reading a run: SQL views, the JDBC server, the Python API and the HTML report."""

@@ -1,0 +1,53 @@
+"""Stages run back to back on one shard, tables handed over in memory (fused and memory modes)."""
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from sparkcnn.pipeline import stage_keys
+from sparkcnn.stages.tabular import StageContext, StageResult
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    return ipc.open_stream(data).read_all()
+
+
+def shard_stages(ctx: StageContext) -> tuple[str, ...]:
+    """The stages of an iteration that run on a shard: all but the update."""
+    return ctx.network.iteration_stages[:-1]
+
+
+def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> dict:
+    """A stage's inputs, taken from the tables earlier stages produced, projected as staged mode reads them."""
+    inputs = {}
+    for name, inp in ctx.network.stage_def(stage, ctx.cache).inputs.items():
+        table = produced[inp.source][inp.output]
+        inputs[name] = table.select(list(inp.columns)) if inp.columns else table
+    return inputs
+
+
+def run_stage(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> StageResult:
+    function = stage_keys.resolve(ctx.network.stage_def(stage, ctx.cache).function)
+    return function(stage_inputs(stage, produced, ctx), ctx.at(stage))
+
+
+def run_chain(batch: pa.Table, ctx: StageContext):
+    """Every stage of an iteration but the update on one shard: (tables by stage, values, seconds by stage)."""
+    produced = {"batches": {stage_keys.PER_IMAGE: batch}}
+    values, seconds = {}, {}
+    for stage in shard_stages(ctx):
+        start = time.perf_counter()
+        result = run_stage(stage, produced, ctx)
+        seconds[stage] = time.perf_counter() - start
+        produced[stage] = result.tables
+        values.update(result.values)
+    return produced, values, seconds

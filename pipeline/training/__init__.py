@@ -1,0 +1,1 @@
+"""A training run: its stages planned, run in one of the modes, and their metrics."""
