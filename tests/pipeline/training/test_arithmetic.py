@@ -14,7 +14,7 @@ from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.numerics import ArithmeticMismatch
 from sparkcnn.pipeline.spark.session import spark_settings
 
-PROBE = ("import json, pipeline, numpy as np; from pipeline import numerics; "
+PROBE = ("import json, sparkcnn, numpy as np; from sparkcnn.pipeline import numerics; "
          "a = np.random.default_rng(0).standard_normal((300, 300), dtype=np.float32); "
          "import hashlib; print(json.dumps([numerics.arithmetic(), hashlib.sha256((a @ a).tobytes()).hexdigest()]))")
 
