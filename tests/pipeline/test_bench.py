@@ -105,3 +105,40 @@ def test_kernel_table_counts_every_layer_and_the_peak():
     text = kernel_table(kernels["layers"], kernels["peak_gflops"])
     assert all(f"\n{kind:<10}" in text for kind in ("conv", "relu", "max_pool", "avg_pool", "fc"))
     assert "matrix-product peak" in text
+
+
+def test_three_iterations_of_the_quick_network_match_pytorch():
+    """The numpy kernels trained 3 iterations from the same start as PyTorch: every parameter within 1e-4
+    (relative to its largest value)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from pipeline import config
+    from pipeline.bench import torch_model
+    from pipeline.run import network_for
+    from stages import network, update
+    from stages.tabular import StageContext
+
+    cfg = config.load("conf/quick.toml")
+    net = network_for(cfg)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, 10, 32)
+    params = update.init_params(net, 0)
+    model = torch_model(net, params)
+    t = cfg.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay)
+    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    for _ in range(3):
+        grads = network.gradients(x, labels, StageContext(net, params, normalizer=32))[1]
+        params, velocity = update.sgd_step(params, velocity, grads, t.learning_rate, t.momentum, t.weight_decay)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xb), torch.from_numpy(labels)).backward()
+        opt.step()
+    trained = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for layer, module in zip(net.trained_layers, trained):
+        w = module.weight.detach().numpy()
+        for name, theirs in (("w", w.T if layer.type == "fc" else w), ("b", module.bias.detach().numpy())):
+            mine = params[f"{layer.name}.{name}"]
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
