@@ -424,8 +424,9 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print("\nscaling (seconds per iteration; x PyTorch at the same size; cost per image / cost per image at "
           f"{images}):\n" + scaling_table(result["ratios"]["scaling"], scaled))
     print("\nseconds per stage and iteration:\n" + stage_profile(rows, net))
-    print(f"\nkernels ({images} images, {kernels['threads']} BLAS thread as in a task, median [min-max] of "
-          f"{kernels['repeat']} calls):\n" + kernel_speed.kernel_table(kernels["layers"], kernels["peak_gflops"]))
+    print(f"\nkernels ({images} images, {kernels['threads']} BLAS thread as in a task, CPU seconds, median "
+          f"[min-max] of {kernels['repeat']} calls):\n"
+          + kernel_speed.kernel_table(kernels["layers"], kernels["peak_gflops"]))
     for r in rows + [r for r in scaled if r.images != images]:
         if r.phases:
             print(f"\nwhere a stage's time goes ({r.name}, {r.images} images, seconds, median over iterations):\n"

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     cfg = config.load(args.config)
     net = network_for(cfg)
     kernels = measure(net, args.images, args.repeat, cfg.train.seed, args.threads)
-    print(f"{args.images} images, {args.threads} BLAS thread(s), median [min-max] of {args.repeat} calls")
+    print(f"{args.images} images, {args.threads} BLAS thread(s), CPU seconds, median [min-max] of {args.repeat} calls")
     print(kernel_table(kernels["layers"], kernels["peak_gflops"]))
     return 0
 

@@ -232,7 +232,8 @@ def test_pools_in_tiles_are_bitwise_the_whole_batch(size, stride, monkeypatch):
         out, cache = pool.forward(x, params)
         avg, avg_cache = avg_pool.forward(x, params)
         dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
-        results.append([out, cache["argmax"], pool.backward(dout, cache)[0], avg, avg_pool.backward(dout, avg_cache)[0]])
+        results.append([out, cache["argmax"], pool.backward(dout, cache)[0], avg,
+                        avg_pool.backward(dout, avg_cache)[0]])
     assert all(a.tobytes() == b.tobytes() for a, b in zip(*results))
     ho = out.shape[1]
     windows = np.stack([x[:, i: i + stride * ho: stride, j: j + stride * ho: stride]
