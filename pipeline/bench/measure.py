@@ -1,8 +1,10 @@
 """`sparkcnn bench`: the same training iteration in PyTorch, in plain numpy, and in the three Spark modes.
 
 Everything runs in one process, on one batch of real CIFAR-10, in that order. Per mode it reports
-forward, backward, update and total seconds per iteration, bytes written per iteration, the ratio
-to PyTorch on the CPU, peak memory of the driver, and the scaling over batch sizes.
+forward, backward, update and total seconds per iteration (medians, with the fastest and slowest
+iteration), the BLAS threads it computes with, bytes written per iteration, the ratio to PyTorch on the
+CPU, peak memory of the driver, the scaling over batch sizes, and each layer kernel's GFLOP/s next to the
+matrix-product peak.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sparkcnn.pipeline import config, stage_keys
-from sparkcnn.pipeline.bench import cluster as bench_cluster, storage as bench_storage
+from sparkcnn.pipeline.bench import cluster as bench_cluster, kernel_speed, storage as bench_storage
 from sparkcnn.pipeline.bench.torch_graph import torch_model
 from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.data import ingest
@@ -58,6 +60,9 @@ class Row:
     root: str = ""
     params_digest: str = ""
     same_params: bool | None = None
+    threads: str = ""
+    low: float | None = None
+    high: float | None = None
 
     @property
     def total(self) -> float:
@@ -130,8 +135,21 @@ def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
         params, velocity = update.sgd_step(params, velocity, grads, cfg.train.learning_rate,
                                            cfg.train.momentum, cfg.train.weight_decay)
         timings.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
-    f, b, u = (statistics.median(col) for col in zip(*timings[1:]))
-    return Row("numpy (1 process)", labels.size, f, b, u)
+    return timed_row("numpy (1 process)", labels.size, timings[1:], f"{blas_threads()} (1 process)")
+
+
+def timed_row(name: str, images: int, timings: list[tuple], threads: str) -> Row:
+    """A row of the medians of (forward, backward, update) seconds, with the fastest and slowest total."""
+    f, b, u = (statistics.median(col) for col in zip(*timings))
+    totals = [sum(t) for t in timings]
+    return Row(name, images, f, b, u, threads=threads, low=min(totals), high=max(totals))
+
+
+def blas_threads() -> int:
+    """The threads of the BLAS that numpy uses, as now limited."""
+    from threadpoolctl import threadpool_info
+
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
 
 
 def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) -> Row | None:
@@ -165,9 +183,9 @@ def bench_torch(cfg: Config, x, labels, net: Network, repeat: int, device: str) 
         opt.step()
         sync()
         timings.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
-    f, b, u = (statistics.median(col) for col in zip(*timings[1:]))
-    return Row(f"pytorch {device} ({torch.get_num_threads()} threads)" if device == "cpu" else "pytorch cuda",
-               labels.size, f, b, u)
+    threads = torch.get_num_threads()
+    return timed_row(f"pytorch {device} ({threads} threads)" if device == "cpu" else "pytorch cuda", labels.size,
+                     timings[1:], f"{threads} (1 process)" if device == "cpu" else "")
 
 
 def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Path, extra: list[str] = ()) -> Row:
@@ -185,6 +203,7 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
     per_stage = {s: statistics.median(m["seconds"] for m in rows if m["stage"] == s)
                  for s in {m["stage"] for m in rows}}
     written = statistics.median(sum(m["bytes"] for m in rows if m["iteration"] == t) for t in range(1, 1 + repeat))
+    totals = [sum(m["seconds"] for m in rows if m["iteration"] == t) for t in range(1, 1 + repeat)]
     forward = (*run.network.forward_stages, "loss")
     entries = [e for t in range(1, 1 + repeat) for s in run.network.iteration_stages
                if (e := run.manifest.get(stage_keys.iteration_key(t, s))) and "phases" in e]
@@ -193,7 +212,8 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
                per_stage.get("update", 0.0), int(written), peak.peaks[0], peak.peaks[1], per_stage,
                per_stage.get("loss") if modes.MODES[mode].times_stages else None, io_cost(entries),
                stage_phases(entries), bench_storage.stage_io(entries, ops.ops, repeat), run.storage.url,
-               bench_storage.params_digest(run, 1 + repeat))
+               bench_storage.params_digest(run, 1 + repeat), threads=f"1 each, {cfg.spark.partitions} tasks",
+               low=min(totals), high=max(totals))
 
 
 def io_cost(entries: list[dict]) -> float | None:
@@ -247,15 +267,18 @@ def epoch_memory(spark, cfg: Config, sizes: list[int], work: Path) -> list[dict]
 
 def table(rows: list[Row], reference: Row | None) -> str:
     head = f"{'mode':<28}{'images':>7}{'forward s':>11}{'backward s':>11}{'update s':>10}{'total s':>9}" \
-           f"{'x pytorch':>10}{'MB written':>11}{'driver MB':>10}{'fixed s':>9}{'ms/MB':>7}"
+           f"{'min-max s':>14}{'BLAS threads':>17}{'x pytorch':>10}{'MB written':>11}{'driver MB':>10}{'fixed s':>9}" \
+           f"{'ms/MB':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         ratio = f"{r.total / reference.total:.2f}" if reference else "n/a"
         driver = f"{r.driver_peak_mb:.0f}" if r.driver_peak_mb else ""
         fixed = f"{r.fixed_cost:.3f}" if r.fixed_cost is not None else ""
         per_mb = f"{r.io_ms_per_mb:.2f}" if r.io_ms_per_mb is not None else ""
+        spread = f"{r.low:.3f}-{r.high:.3f}" if r.low is not None else ""
         lines.append(f"{r.name:<28}{r.images:>7}{r.forward:>11.3f}{r.backward:>11.3f}{r.update:>10.3f}"
-                     f"{r.total:>9.3f}{ratio:>10}{r.bytes_written / 1e6:>11.1f}{driver:>10}{fixed:>9}{per_mb:>7}")
+                     f"{r.total:>9.3f}{spread:>14}{r.threads:>17}{ratio:>10}{r.bytes_written / 1e6:>11.1f}{driver:>10}"
+                     f"{fixed:>9}{per_mb:>7}")
     return "\n".join(lines)
 
 
@@ -321,6 +344,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
             print(table([r], torch_cpu).splitlines()[-1], flush=True)
     rows.append(bench_numpy(cfg, x[:images], labels[:images], net, repeat))
     print(table(rows[-1:], torch_cpu).splitlines()[-1], flush=True)
+    kernels = kernel_speed.measure(net, images, max(3, repeat), cfg.train.seed, threads=1)
     del x
     spark = session(cfg)
     benched = [(m, m, work / f"{m}-{images}", []) for m in MODES]
@@ -357,7 +381,7 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
         "images": images, "repeat": repeat, "rows": [r.__dict__ | {"total": r.total} for r in rows],
         "scaling": [r.__dict__ | {"total": r.total} for r in scaled],
         "cache_policies": [r.__dict__ | {"total": r.total} for r in variants],
-        "epoch_memory": epochs,
+        "epoch_memory": epochs, "kernels": kernels,
         "ratios": {
             "to_pytorch_cpu": {r.name: r.total / torch_cpu.total for r in rows} if torch_cpu else None,
             "staged_to_memory": by_name["staged"].total / by_name["memory"].total,
@@ -392,6 +416,9 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     print("\nscaling (seconds per iteration; x PyTorch at the same size; cost per image / cost per image at "
           f"{images}):\n" + scaling_table(result["ratios"]["scaling"], scaled))
     print("\nseconds per stage and iteration:\n" + stage_profile(rows, net))
+    print(f"\nkernels ({images} images, {kernels['threads']} BLAS thread as in a task, CPU seconds, median "
+          f"[min-max] of {kernels['repeat']} calls):\n"
+          + kernel_speed.kernel_table(kernels["layers"], kernels["peak_gflops"]))
     for r in rows + [r for r in scaled if r.images != images]:
         if r.phases:
             print(f"\nwhere a stage's time goes ({r.name}, {r.images} images, seconds, median over iterations):\n"

@@ -197,3 +197,45 @@ def test_whole_network_gradients_by_finite_differences():
 
     for name in grads:
         assert_gradient(grads[name], mean_loss, params[name], h=1e-5, samples=12)
+
+
+@pytest.mark.parametrize("n,h,c,k,stride,pad", [(9, 7, 3, 3, 1, 1), (3, 9, 4, 3, 2, 1), (40, 5, 2, 5, 1, 2)])
+def test_conv_input_gradient_is_bitwise_the_whole_batch_col2im(n, h, c, k, stride, pad, monkeypatch):
+    """dx in cache-sized tiles of images is the same bits as the 25 slice-additions over the whole batch."""
+    monkeypatch.setattr(conv, "COL2IM_BYTES", 1)  # one image a tile
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, h, h, c)).astype(np.float32)
+    w = rng.standard_normal((4, c, k, k)).astype(np.float32)
+    out, cache = conv.forward(x, {"w": w, "b": np.zeros(4, np.float32), "stride": stride, "padding": pad,
+                                  "input_grad": True})
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    ho = out.shape[1]
+    dcols = (dout.reshape(-1, 4) @ w.reshape(4, -1)).reshape(n, ho, ho, c, k, k)
+    want = np.zeros((n, h + 2 * pad, h + 2 * pad, c), np.float32)
+    for i in range(k):
+        for j in range(k):
+            want[:, i: i + stride * ho: stride, j: j + stride * ho: stride] += dcols[..., i, j]
+    got = conv.backward(dout, cache)[0]
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want[:, pad: pad + h, pad: pad + h]).tobytes()
+
+
+@pytest.mark.parametrize("size,stride", [(3, 2), (2, 2), (2, 1)])
+def test_pools_in_tiles_are_bitwise_the_whole_batch(size, stride, monkeypatch):
+    """Max- and average-pooling a few images at a time give the bits of the whole batch at once (the
+    argmax as the first greatest element of each window, ties included)."""
+    rng = np.random.default_rng(size)
+    x = np.round(rng.standard_normal((7, 9, 9, 3)), 1).astype(np.float32)
+    params = {"size": size, "stride": stride}
+    results = []
+    for tile_bytes in (1, 1 << 30):
+        monkeypatch.setattr(pool, "TILE_BYTES", tile_bytes)
+        out, cache = pool.forward(x, params)
+        avg, avg_cache = avg_pool.forward(x, params)
+        dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+        results.append([out, cache["argmax"], pool.backward(dout, cache)[0], avg,
+                        avg_pool.backward(dout, avg_cache)[0]])
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(*results))
+    ho = out.shape[1]
+    windows = np.stack([x[:, i: i + stride * ho: stride, j: j + stride * ho: stride]
+                        for i in range(size) for j in range(size)])
+    np.testing.assert_array_equal(results[0][1], windows.argmax(axis=0))

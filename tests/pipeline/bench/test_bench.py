@@ -26,7 +26,13 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     names = [r["name"] for r in result["rows"]]
     assert names == ["numpy (1 process)", "staged", "staged, job per stage", "memory", "fused"]
     rows = {r["name"]: r for r in result["rows"]}
-    assert all(r["total"] > 0 and r["images"] == 200 for r in result["rows"])
+    assert all(r["total"] > 0 and r["images"] == 200 and 0 < r["low"] <= r["high"] for r in result["rows"])
+    assert rows["numpy (1 process)"]["threads"].endswith("(1 process)")
+    assert rows["fused"]["threads"] == "1 each, 2 tasks"
+    kernels = result["kernels"]
+    assert kernels["threads"] == 1 and kernels["repeat"] == 3 and kernels["peak_gflops"] > 0
+    assert [r["layer"] for r in kernels["layers"]] == ["conv1", "relu1", "pool1", "fc1"]
+    assert "BLAS thread as in a task" in printed and "matrix-product peak" in printed
     assert rows["staged"]["bytes_written"] > 50 * rows["memory"]["bytes_written"] > 0
     assert result["ratios"]["staged_to_memory"] == pytest.approx(rows["staged"]["total"] / rows["memory"]["total"])
     assert sorted((r["name"], r["images"]) for r in result["scaling"]) == sorted(
@@ -81,3 +87,59 @@ def test_the_pytorch_row_computes_the_same_network():
     with torch.no_grad():
         scores = torch_model(net, params).eval()(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
     np.testing.assert_allclose(torch.softmax(scores, dim=1).numpy(), probs, atol=1e-5)
+
+
+def test_kernel_table_counts_every_layer_and_the_peak():
+    """Per-layer FLOPs as the layers' arithmetic has them; the table has a row per layer and per type."""
+    from sparkcnn.pipeline import config
+    from sparkcnn.pipeline.bench.kernel_speed import kernel_table, layer_flops, measure
+    from sparkcnn.pipeline.training.run import network_for
+
+    net = network_for(config.load("conf/quick.toml"))
+    conv2 = net.layers[3]
+    assert layer_flops(conv2, 2, True) == (2.0 * 2 * 15 * 15 * 32 * 32 * 25, 4.0 * 2 * 15 * 15 * 32 * 32 * 25)
+    assert layer_flops(net.layers[0], 2, False)[1] == layer_flops(net.layers[0], 2, False)[0]
+    kernels = measure(net, 4, 3)
+    assert kernels["threads"] == 1 and kernels["peak_gflops"] > 0
+    assert [r["layer"] for r in kernels["layers"]] == [layer.name for layer in net.layers]
+    assert all(r["forward"]["min"] <= r["forward"]["median"] <= r["forward"]["max"] for r in kernels["layers"])
+    text = kernel_table(kernels["layers"], kernels["peak_gflops"])
+    assert all(f"\n{kind:<10}" in text for kind in ("conv", "relu", "max_pool", "avg_pool", "fc"))
+    assert "matrix-product peak" in text
+
+
+def test_three_iterations_of_the_quick_network_match_pytorch():
+    """The numpy kernels trained 3 iterations from the same start as PyTorch: every parameter within 1e-4
+    (relative to its largest value)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from sparkcnn.pipeline import config
+    from sparkcnn.pipeline.bench.measure import torch_model
+    from sparkcnn.pipeline.training.run import network_for
+    from sparkcnn.stages import update, whole_network
+    from sparkcnn.stages.tabular import StageContext
+
+    cfg = config.load("conf/quick.toml")
+    net = network_for(cfg)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, 10, 32)
+    params = update.init_params(net, 0)
+    model = torch_model(net, params)
+    t = cfg.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay)
+    velocity = {n: np.zeros_like(p) for n, p in params.items()}
+    xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    for _ in range(3):
+        grads = whole_network.gradients(x, labels, StageContext(net, params, normalizer=32))[1]
+        params, velocity = update.sgd_step(params, velocity, grads, t.learning_rate, t.momentum, t.weight_decay)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xb), torch.from_numpy(labels)).backward()
+        opt.step()
+    trained = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for layer, module in zip(net.trained_layers, trained):
+        w = module.weight.detach().numpy()
+        for name, theirs in (("w", w.T if layer.type == "fc" else w), ("b", module.bias.detach().numpy())):
+            mine = params[f"{layer.name}.{name}"]
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
