@@ -71,7 +71,7 @@ def beeline(url: str, query: str, password: str | None = None) -> list[str]:
     """The CSV lines (header first) that beeline, from the pyspark wheel's jars, prints for a query."""
     done = beeline_run(url, query, password)
     assert done.returncode == 0, done.stderr[-3000:]
-    prompt = f"0: {url}> "  # beeline echoes its prompt once
+    prompt = f"0: {url.split(';')[0]}> "  # beeline echoes its prompt once (the URL without its options)
     return [line.removeprefix(prompt) for line in done.stdout.splitlines() if line.strip()]
 
 

@@ -220,3 +220,26 @@ def test_jdbc_over_tls(run, tmp_path, monkeypatch):
         assert plain.returncode != 0 and "n\n1" not in plain.stdout
     finally:
         stop_server(server, log)
+
+
+def test_jdbc_sessions_see_the_run_as_it_commits(spark, tmp_path):
+    import time
+
+    from pipeline import sql_server
+    from tests.conftest import beeline, free_port, serve, stop_server
+
+    grown = Run(config.load(overrides=[*SETTINGS, f'run.root="{tmp_path / "growing"}"']))
+    grown.save_config()
+    grown.train(spark, 1)
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = serve(grown.storage.url, port, log)
+    try:
+        url = f"jdbc:hive2://127.0.0.1:{port}/default"
+        count = "SELECT COUNT(DISTINCT iteration) AS n FROM loss"
+        assert beeline(url, count) == ["n", "1"]
+        grown.train(spark, 2)
+        time.sleep(3 * sql_server.REFRESH_S)
+        assert beeline(url, count) == ["n", "2"]
+    finally:
+        stop_server(server, log)
