@@ -46,15 +46,16 @@ def shard_gradients(x: np.ndarray, labels: np.ndarray, ctx: StageContext, keys: 
                     shard_size: int) -> tuple[dict, dict[str, list]]:
     """A batch run shard by shard as the pipeline runs it: gradients summed in shard order, and each
     batch_norm forward's statistics tables (count, mean, M2) by stage, in shard order."""
-    grads, stats = {}, {layer.forward_stage: [] for layer in ctx.network.batch_norm_layers}
+    net = ctx.network
+    grads, stats = {}, {s: [] for s in net.statistics_stages}
     for start in range(0, labels.size, shard_size):
         part = slice(start, start + shard_size)
         _, caches = forward(x[part], labels[part], ctx, (keys[0], keys[1][part]))
         for name, g in backward(caches, ctx).items():
             grads[name] = grads[name] + g if name in grads else g.copy()
-        for layer in ctx.network.batch_norm_layers:
+        for layer, stage in zip(net.batch_norm_layers, net.statistics_stages):
             c = caches[layer.index]
-            stats[layer.forward_stage].append(batch_norm.stats_table(ctx.at(layer.forward_stage), None, c["count"], c["mean"], c["m2"]))
+            stats[stage].append(batch_norm.stats_table(ctx.at(layer.forward_stage), None, c["count"], c["mean"], c["m2"]))
     return grads, stats
 
 
