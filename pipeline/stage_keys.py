@@ -18,7 +18,7 @@ def resolve(function: str):
     """The stage function named 'module:function'; a backward stage's gets its readers' gradients summed."""
     module, name = function.split(":")
     fn = getattr(importlib.import_module(module), name)
-    return functools.partial(_with_summed_dout, fn) if name == "backward_stage" else fn
+    return functools.partial(_with_summed_dout, fn) if name in ("backward_stage", "grads_stage") else fn
 
 
 def _with_summed_dout(fn, inputs, ctx):

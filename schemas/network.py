@@ -157,6 +157,17 @@ class Layer:
         return f"{self.name}_bwd"
 
     @property
+    def synced(self) -> bool:
+        """A batch_norm layer normalising by the whole batch's statistics (statistics stages around it)."""
+        return self.type == "batch_norm" and self["sync"]
+
+    @property
+    def sync_stages(self) -> tuple[str, str]:
+        """A synced layer's statistics stages: each shard's count, mean and M2 (before the forward), and
+        each shard's gradients of gamma and beta, the backward's statistics (before the backward)."""
+        return f"{self.name}_stats", f"{self.name}_grads"
+
+    @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         if self.type == "conv":
             k = self["kernel"]
@@ -217,12 +228,9 @@ class Network:
         self._upstream_trained = {}
         for layer in self.layers:
             self._upstream_trained[layer.name] = self.trains(layer) or any(self._upstream_trained[n] for n in layer.inputs)
-        self._by_stage = {s: layer for layer in self.layers for s in (layer.forward_stage, layer.backward_stage)}
+        self._by_stage = {s: layer for layer in self.layers
+                          for s in (layer.forward_stage, layer.backward_stage, *layer.sync_stages)}
         self.graph = any("inputs" in spec for spec in resolved)
-        synced = [layer.name for layer in self.batch_norm_layers if layer["sync"]]
-        if synced:
-            raise NetworkError(f"layer {synced[0]}: batch_norm sync = true (statistics of the whole batch across "
-                               f"shards) is not built yet; use sync = false (each shard's own statistics)")
 
     # layers and parameters
 
@@ -282,17 +290,23 @@ class Network:
 
     @property
     def iteration_stages(self) -> tuple[str, ...]:
-        return (*self.forward_stages, "loss", *self.backward_stages, "update")
+        forward = [s for layer in self.layers for s in (layer.sync_stages[:1] if layer.synced else ()) +
+                   (layer.forward_stage,)]
+        backward = [s for stage in self.backward_stages for s in
+                    (self.layer(stage).sync_stages[1:] if self.layer(stage).synced else ()) + (stage,)]
+        return (*forward, "loss", *backward, "update")
 
     @property
     def gradient_stages(self) -> tuple[str, ...]:
-        """Backward stages that output parameter gradients (the update's inputs)."""
-        return tuple(s for s in self.backward_stages if self.trains(self.layer(s)))
+        """Stages that output parameter gradients (the update's inputs): backward stages, a synced layer's
+        gradients stage."""
+        return tuple(self.layer(s).sync_stages[1] if self.layer(s).synced else s
+                     for s in self.backward_stages if self.trains(self.layer(s)))
 
     @property
     def statistics_stages(self) -> tuple[str, ...]:
-        """Forward stages that output a shard's batch statistics (the update steps the running ones)."""
-        return tuple(layer.forward_stage for layer in self.batch_norm_layers)
+        """Stages that output a shard's batch statistics (the update steps the running ones from them)."""
+        return tuple(layer.sync_stages[0] if layer.synced else layer.forward_stage for layer in self.batch_norm_layers)
 
     @property
     def per_image_stages(self) -> tuple[str, ...]:
@@ -357,6 +371,9 @@ class Network:
                 inputs = {f"x{k}": image(*self._output_of(n)) for k, n in enumerate(layer.inputs)}
             else:
                 inputs = {"x": layer_input(layer, True)}
+            if layer.synced:
+                defs[layer.sync_stages[0]] = StageDef(f"{module}:stats_stage", dict(inputs))
+                inputs["stats"] = Input(layer.sync_stages[0], "stats", None, many=True)
             defs[layer.forward_stage] = StageDef(f"{module}:forward_stage", inputs, self.trains(layer))
         defs["loss"] = StageDef("sparkcnn.stages.loss:forward_stage", {"x": image(self.output.forward_stage, "out")})
         for stage in self.backward_stages:
@@ -374,6 +391,11 @@ class Network:
                 else:
                     inputs["saved"] = image(layer.forward_stage, "argmax", keys=False)
             module = f"stages.{LAYER_MODULES[layer.type]}"
+            if layer.synced:
+                stats, grads = layer.sync_stages
+                inputs["stats"] = Input(stats, "stats", None, many=True)
+                defs[grads] = StageDef(f"{module}:grads_stage", dict(inputs), True)
+                inputs["sums"] = Input(grads, "sums", None, many=True)
             defs[stage] = StageDef(f"{module}:backward_stage", inputs, self.trains(layer))
         grads = {s: Input(s, "grads", None, many=True) for s in self.gradient_stages}
         stats = {s: Input(s, "stats", None, many=True) for s in self.statistics_stages}

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from sparkcnn.schemas.statistics import batch_stats_table
+from sparkcnn.schemas.statistics import batch_stats_of, batch_stats_table
+from sparkcnn.schemas.tables import arrays_to_table, table_to_arrays
 from sparkcnn.schemas.topology import NetworkError
 from sparkcnn.stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
@@ -111,18 +112,61 @@ def stats_table(ctx, keys, count: int, mean: np.ndarray, m2: np.ndarray):
     return batch_stats_table(ctx.layer.name, count, mean, m2, *where)
 
 
-def forward_stage(inputs, ctx) -> StageResult:
-    """x -> out, normalised by the shard's statistics, and stats (the shard's count, mean, M2)."""
+def in_shard_order(tables: list) -> list:
+    return sorted(tables, key=lambda t: t.column("shard")[0].as_py())
+
+
+def training_params(inputs, ctx) -> dict:
+    """The forward's params in training; a synced layer's carry the whole batch's statistics, every
+    shard's combined in shard order."""
+    params = layer_params(ctx.layer, ctx, True)
+    if "stats" in inputs:
+        params["batch"] = combine([batch_stats_of(t) for t in in_shard_order(inputs["stats"])])
+    return params
+
+
+def stats_stage(inputs, ctx) -> StageResult:
+    """x -> stats: the shard's count, mean and M2 per channel (a synced layer's statistics stage)."""
     x = layer_input(inputs["x"], ctx)
     check_count(ctx.layer, x.size // max(1, x.shape[-1]))
-    out, cache = forward(x, layer_params(ctx.layer, ctx, True))
+    return StageResult({"stats": stats_table(ctx, inputs["x"], *moments(x))})
+
+
+def forward_stage(inputs, ctx) -> StageResult:
+    """x -> out, normalised by the shard's statistics, and stats (the shard's count, mean, M2); synced:
+    x + every shard's stats -> out, normalised by the whole batch's."""
+    x = layer_input(inputs["x"], ctx)
+    check_count(ctx.layer, x.size // max(1, x.shape[-1]))
+    out, cache = forward(x, training_params(inputs, ctx))
+    if "stats" in inputs:
+        return StageResult({"out": per_image_table(ctx, inputs["x"], out=out)})
     return StageResult({"out": per_image_table(ctx, inputs["x"], out=out),
                         "stats": stats_table(ctx, inputs["x"], cache["count"], cache["mean"], cache["m2"])})
 
 
-def backward_stage(inputs, ctx) -> StageResult:
-    """dout(dx) + x -> dx and the shard's gradients by gamma and beta (the forward recomputed)."""
+def grads_stage(inputs, ctx) -> StageResult:
+    """dout(dx) + x + every shard's stats -> the shard's gradients by gamma and beta (grads, float32, for the
+    update) and the same sums in float64 (sums, for every shard's backward): a synced layer's backward statistics."""
     x = layer_input(inputs["x"], ctx, inputs["dout"])
-    _, cache = forward(x, layer_params(ctx.layer, ctx, True))
+    _, cache = forward(x, training_params(inputs, ctx))
+    dbeta, dgamma = gradient_sums(tensor(inputs["dout"], "dx"), cache["xhat"])
+    name, keys = ctx.layer.name, (ctx.key_of(inputs["dout"], "iteration"), ctx.key_of(inputs["dout"], "shard"))
+    grads = {f"{name}.gamma": dgamma.astype(np.float32), f"{name}.beta": dbeta.astype(np.float32)}
+    return StageResult({"grads": arrays_to_table(grads, f"{ctx.stage}.grads", *keys),
+                        "sums": arrays_to_table({f"{name}.dgamma": dgamma, f"{name}.dbeta": dbeta},
+                                                f"{ctx.stage}.sums", *keys)})
+
+
+def backward_stage(inputs, ctx) -> StageResult:
+    """dout(dx) + x -> dx and the shard's gradients by gamma and beta (the forward recomputed); synced:
+    dout(dx) + x + every shard's stats and sums -> dx, through the whole batch's sums."""
+    x = layer_input(inputs["x"], ctx, inputs["dout"])
+    _, cache = forward(x, training_params(inputs, ctx))
+    if "sums" in inputs:
+        sums = [table_to_arrays(t) for t in in_shard_order(inputs["sums"])]
+        name = ctx.layer.name
+        cache["sums"] = tuple(sum(s[f"{name}.{k}"] for s in sums) for k in ("dbeta", "dgamma"))
+        dx, _ = backward(tensor(inputs["dout"], "dx"), cache)
+        return backward_result(ctx, inputs["dout"], dx, {})
     dx, grads = backward(tensor(inputs["dout"], "dx"), cache)
     return backward_result(ctx, inputs["dout"], dx, grads)

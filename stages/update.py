@@ -8,7 +8,7 @@ import numpy as np
 
 from sparkcnn.schemas.statistics import batch_stats_of, running_stats_table
 from sparkcnn.schemas.tables import arrays_to_table, table_to_arrays
-from sparkcnn.stages.batch_norm import running_step
+from sparkcnn.stages.batch_norm import combine, running_step
 from sparkcnn.stages.tabular import StageResult
 
 
@@ -73,13 +73,15 @@ def sum_shard_grads(tables) -> dict[str, np.ndarray]:
 
 def step_running_stats(network, params: dict, stats: dict[str, list]) -> dict[str, np.ndarray]:
     """Each batch_norm layer's running statistics after one momentum step per shard, in shard order
-    (PyTorch's forward passes over the shards as micro-batches): stats by forward stage, tables in shard order."""
+    (PyTorch's forward passes over the shards as micro-batches), or, synced, one step by the whole batch's:
+    stats tables by statistics stage, in shard order."""
     new = {}
-    for layer in network.batch_norm_layers:
+    for layer, stage in zip(network.batch_norm_layers, network.statistics_stages):
         name = layer.name
         mean, var = params[f"{name}.running_mean"], params[f"{name}.running_var"]
-        for table in stats[layer.forward_stage]:
-            mean, var = running_step(mean, var, batch_stats_of(table), layer["momentum"])
+        parts = [batch_stats_of(t) for t in stats[stage]]
+        for part in [combine(parts)] if layer.synced else parts:  # synced: one step by the whole batch's
+            mean, var = running_step(mean, var, part, layer["momentum"])
         new.update({f"{name}.running_mean": mean, f"{name}.running_var": var})
     return new
 

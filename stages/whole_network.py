@@ -24,7 +24,8 @@ def layer_params(layer, ctx: StageContext, keys=None) -> dict:
 def forward(x: np.ndarray, labels: np.ndarray, ctx: StageContext, keys: tuple[int, np.ndarray] | None = None
             ) -> tuple[np.ndarray, list]:
     """Normalised images (N, H, W, C) -> per-image losses (N,) and every layer's cache (the loss's last).
-    keys = (iteration, image ids) when training (dropout draws its masks from them), None for inference."""
+    keys = (iteration, image ids) when training (dropout draws its masks from them, batch_norm normalises by
+    the batch's statistics), None for inference (batch_norm's running statistics)."""
     caches, outputs = [], {}
     for layer in ctx.network.layers:
         inputs = tuple(outputs[n] for n in layer.inputs) or (x,)
@@ -33,7 +34,6 @@ def forward(x: np.ndarray, labels: np.ndarray, ctx: StageContext, keys: tuple[in
         caches.append(cache)
     losses, loss_cache = loss.forward(outputs[ctx.network.output.name], {"labels": labels})
     return losses, [*caches, loss_cache]
-
 
 
 def gradients(x: np.ndarray, labels: np.ndarray, ctx: StageContext, keys=None) -> tuple[np.ndarray, dict]:
@@ -46,17 +46,16 @@ def shard_gradients(x: np.ndarray, labels: np.ndarray, ctx: StageContext, keys: 
                     shard_size: int) -> tuple[dict, dict[str, list]]:
     """A batch run shard by shard as the pipeline runs it: gradients summed in shard order, and each
     batch_norm forward's statistics tables (count, mean, M2) by stage, in shard order."""
-    from sparkcnn.stages.batch_norm import stats_table
-
-    grads, stats = {}, {layer.forward_stage: [] for layer in ctx.network.batch_norm_layers}
+    net = ctx.network
+    grads, stats = {}, {s: [] for s in net.statistics_stages}
     for start in range(0, labels.size, shard_size):
         part = slice(start, start + shard_size)
         _, caches = forward(x[part], labels[part], ctx, (keys[0], keys[1][part]))
         for name, g in backward(caches, ctx).items():
             grads[name] = grads[name] + g if name in grads else g.copy()
-        for layer in ctx.network.batch_norm_layers:
+        for layer, stage in zip(net.batch_norm_layers, net.statistics_stages):
             c = caches[layer.index]
-            stats[layer.forward_stage].append(stats_table(ctx.at(layer.forward_stage), None, c["count"], c["mean"], c["m2"]))
+            stats[stage].append(batch_norm.stats_table(ctx.at(layer.forward_stage), None, c["count"], c["mean"], c["m2"]))
     return grads, stats
 
 

@@ -27,11 +27,12 @@ def shard_stages(ctx: StageContext) -> tuple[str, ...]:
 
 
 def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> dict:
-    """A stage's inputs, taken from the tables earlier stages produced, projected as staged mode reads them."""
+    """A stage's inputs, taken from the tables earlier stages produced, projected as staged mode reads them
+    (an input read from every shard: the list of their tables, in shard order)."""
     inputs = {}
     for name, inp in ctx.network.stage_def(stage, ctx.cache).inputs.items():
         table = produced[inp.source][inp.output]
-        inputs[name] = table.select(list(inp.columns)) if inp.columns else table
+        inputs[name] = table.select(list(inp.columns)) if inp.columns and not inp.many else table
     return inputs
 
 

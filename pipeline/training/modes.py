@@ -292,11 +292,14 @@ class WholeIteration:
                 for name, table in result.tables.items()]
 
 
-def _memory_stage(stage: str, sources: list[str], elements: tuple, ctx: StageContext, params: Params) -> dict:
+def _memory_stage(stage: str, sources: list[str], elements: tuple, ctx: StageContext, params: Params,
+                  gathered: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
     numerics.check_worker()
     produced = {s: {o: chain.from_ipc(b) for o, b in e["tables"].items()} for s, e in zip(sources, elements)}
+    produced.update({s: {o: [chain.from_ipc(b) for b in parts] for o, parts in outputs.items()}
+                     for s, outputs in gathered.items()})
     with threadpool_limits(limits=1, user_api="blas"):
         result = chain.run_stage(stage, produced, params.bind(ctx))
     return {"tables": {o: chain.to_ipc(t) for o, t in result.tables.items()}, "values": result.values}
@@ -329,17 +332,25 @@ class Memory(WholeIteration):
         seconds = {}
         net = ctx.network
         stages = chain.shard_stages(ctx)
-        sources_of = {stage: sorted({inp.source for inp in net.stage_def(stage, ctx.cache).inputs.values()})
-                      for stage in stages}
-        needed_later = {s: i for i, stage in enumerate(stages) for s in sources_of[stage]}
+        sources_of = {stage: sorted({inp.source for inp in net.stage_def(stage, ctx.cache).inputs.values()
+                                     if not inp.many}) for stage in stages}
+        gathered_of = {stage: {(inp.source, inp.output) for inp in net.stage_def(stage, ctx.cache).inputs.values()
+                               if inp.many} for stage in stages}  # a synced layer's statistics, every shard's
+        needed_later = {s: i for i, stage in enumerate(stages)
+                        for s in (*sources_of[stage], *(g[0] for g in gathered_of[stage]))}
         kept = {*net.update_reads, "loss"}
         try:
             for i, stage in enumerate(stages):
                 sources = sources_of[stage]
                 sc.setJobDescription(f"memory {stage}")
                 start = time.perf_counter()
+                gathered = {}
+                for source, output in sorted(gathered_of[stage]):
+                    gathered.setdefault(source, {})[output] = rdds[source].map(
+                        lambda e, o=output: e["tables"][o]).collect()
                 rdd = _zip_all([rdds[s] for s in sources]).map(
-                    lambda elements, stage=stage, sources=sources: _memory_stage(stage, sources, elements, ctx, params))
+                    lambda elements, stage=stage, sources=sources, gathered=gathered:
+                    _memory_stage(stage, sources, elements, ctx, params, gathered))
                 rdds[stage] = rdd.persist(level)
                 rdds[stage].count()
                 seconds[stage] = time.perf_counter() - start
@@ -362,6 +373,8 @@ class Fused(WholeIteration):
     name = "fused"
 
     def iterate(self, run, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
+        if any(layer.synced for layer in ctx.network.batch_norm_layers):  # the chain splits at every stage
+            return MODES["memory"].iterate(run, spark, key, t, units, ctx, params)
         start = time.perf_counter()
         inspect_dir = layout.iteration_dir(t) if run.inspected(t) else None
         task = FusedTask(run.storage, replace(ctx, summaries=inspect_dir is not None), units, key, params, inspect_dir)

@@ -36,8 +36,9 @@ def train(cfg: Config, iterations: int) -> dict[str, np.ndarray]:
         images = augment(pixels[ids], ids, np.full(ids.size, epoch), t_cfg.seed, cfg.data.augment.crop_padding,
                          cfg.data.augment.flip)
         x = normalize(images, mean, std)
-        if net.batch_norm_layers:  # each shard normalised by its own statistics, as the pipeline does
-            grads, stats = whole_network.shard_gradients(x, labels[ids], ctx, (t, ids), t_cfg.shard_size)
+        if net.batch_norm_layers:  # each shard normalised by its own statistics (the whole batch: synced)
+            shard = ids.size if all(layer.synced for layer in net.batch_norm_layers) else t_cfg.shard_size
+            grads, stats = whole_network.shard_gradients(x, labels[ids], ctx, (t, ids), shard)
         else:
             (_, grads), stats = whole_network.gradients(x, labels[ids], ctx, (t, ids)), {}
         lr = update.learning_rate(t_cfg.learning_rate, t_cfg.lr_schedule, t, sched.total_iterations,

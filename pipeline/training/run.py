@@ -322,12 +322,14 @@ class Run:
         shard_stages = self.network.iteration_stages[:-1]
         if self.cfg.run.job_per_stage or not self.mode.multi_stage_jobs or t is None or stage not in shard_stages:
             return [key]
-        keys = []
+        keys, group = [], set()
         for s in shard_stages[shard_stages.index(stage):]:
             k = stage_keys.iteration_key(t, s)
-            if self.manifest.committed(k):
+            reads_all = {i.source for i in self.network.stage_def(s).inputs.values() if i.many}
+            if self.manifest.committed(k) or (keys and reads_all & group):  # a synced layer's barrier
                 break
             keys.append(k)
+            group.add(s)
         return keys
 
     def run_stage(self, spark, key: str) -> StageOutcome:

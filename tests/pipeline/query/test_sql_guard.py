@@ -225,7 +225,8 @@ def test_jdbc_over_tls(run, tmp_path, monkeypatch):
 def test_jdbc_sessions_see_the_run_as_it_commits(spark, tmp_path):
     import time
 
-    from pipeline import sql_server
+    from sparkcnn.pipeline.query import sql_server
+
     from tests.conftest import beeline, free_port, serve, stop_server
 
     grown = Run(config.load(overrides=[*SETTINGS, f'run.root="{tmp_path / "growing"}"']))
