@@ -4,8 +4,8 @@ of plan nodes (reads, temporary views, session SETs, listings) before Spark runs
 The policy is a small Java class (pipeline/java/sparkcnn), compiled on first use with the JDK's javac
 against pyspark's jars and kept under ~/.cache/sparkcnn, keyed by Spark's version, the java binary and
 the sources. `sparkcnn sql`, the prompt and the Python API call it over py4j; the JDBC server puts
-the jar on its driver's class path, as a Spark SQL extension that guards every session's parser, and as the class
-that checks passwords.
+the jar on its driver's class path: a Spark SQL extension that guards every session's parser, and the
+class that checks passwords.
 """
 from __future__ import annotations
 
@@ -33,11 +33,6 @@ class QueryError(RunError):
 
 class QueryRefused(QueryError):
     """A statement that would write, or reach outside the run and the session."""
-
-
-def refused(kind: str) -> str:
-    return (f"{kind} is refused: queries on a sparkcnn run are read-only (SELECT, SHOW, DESCRIBE, EXPLAIN, "
-            f"temporary views and SET are allowed)")
 
 
 def _sources() -> list[Path]:
@@ -131,9 +126,10 @@ def checked(spark, query: str):
     """The parsed plan of a statement that only reads or changes the session's own state; QueryRefused,
     naming its kind, for one that would write or reach outside the run and the session."""
     plan = parsed(spark, query)
-    kind = _policy(spark).check(plan)
+    policy = _policy(spark)
+    kind = policy.check(plan)
     if kind is not None:
-        raise QueryRefused(refused(kind))
+        raise QueryRefused(policy.message(kind))
     return plan
 
 

@@ -98,7 +98,8 @@ def test_every_writing_statement_is_refused_and_nothing_changes(run, tmp_path, m
     for statement, kind in writes(run.storage.path("")):
         code = main(["sql", "--run-root", root, statement])
         err = capsys.readouterr().err
-        if code != 2 or not (err.startswith("error: ") and kind in err and "is refused" in err and err.count("\n") == 1):
+        one_line = err.startswith("error: ") and err.count("\n") == 1
+        if code != 2 or not (one_line and kind in err and "is refused" in err):
             wrong.append((statement, code, err))
         with pytest.raises(QueryRefused, match="is refused"):
             opened.sql(statement)

@@ -30,7 +30,7 @@ public final class GuardedParser implements ParserInterface {
     LogicalPlan guarded(LogicalPlan plan) {
         String refused = Policy.refusal(plan);
         if (refused != null) {
-            throw new SecurityException(refused + " is refused: queries on a sparkcnn run are read-only");
+            throw new SecurityException(Policy.message(refused));
         }
         if (!COPYING.get() && session.sparkContext().getConf().getBoolean(SESSION_VIEWS, false)) {
             copyViews();

@@ -51,6 +51,12 @@ public final class Policy {
         return visit(plan);
     }
 
+    /** The line a refused statement of a kind is answered with. */
+    public static String message(String kind) {
+        return kind + " is refused: queries on a sparkcnn run are read-only (SELECT, SHOW, DESCRIBE, EXPLAIN, "
+            + "temporary views and SET are allowed)";
+    }
+
     /** `refusal`, for callers that reach the class through an object (Python, over py4j). */
     public String check(LogicalPlan plan) {
         return refusal(plan);
@@ -88,7 +94,8 @@ public final class Policy {
         if (plan instanceof UnresolvedRelation) {
             return relation(((UnresolvedRelation) plan).multipartIdentifier());
         }
-        if (plan instanceof CreateViewCommand && !((CreateViewCommand) plan).viewType().toString().equals("LocalTempView")) {
+        if (plan instanceof CreateViewCommand
+                && !((CreateViewCommand) plan).viewType().toString().equals("LocalTempView")) {
             return "CREATE GLOBAL TEMPORARY VIEW";
         }
         if (plan instanceof SetCommand && ((SetCommand) plan).kv().isDefined()
