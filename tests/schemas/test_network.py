@@ -184,9 +184,7 @@ def test_new_keys_at_their_defaults_leave_identities_as_they_were():
     assert config.load(overrides=["train.nesterov=true"]).fingerprint() != "3d47f2ba8a0d0579"
 
 
-def test_sync_batch_norm_and_single_value_shards_are_refused_before_spark_starts():
-    with pytest.raises(NetworkError, match="layer bn1: batch_norm sync = true"):
-        Network([{"type": "fc", "units": 10}, {"type": "batch_norm", "sync": True}], *CIFAR)
+def test_single_value_shards_are_refused_before_spark_starts():
     net = Network([{"type": "fc", "units": 4}, {"type": "batch_norm"}, {"type": "fc", "units": 10}], *CIFAR)
     batch_norm.check_shard(net, 2)
     with pytest.raises(NetworkError, match="layer bn1: a shard of 1 image"):
