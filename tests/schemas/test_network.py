@@ -184,9 +184,7 @@ def test_new_keys_at_their_defaults_leave_identities_as_they_were():
     assert config.load(overrides=["train.nesterov=true"]).fingerprint() != "3d47f2ba8a0d0579"
 
 
-def test_sync_batch_norm_and_single_value_shards_are_refused_before_spark_starts():
-    with pytest.raises(NetworkError, match="layer bn1: batch_norm sync = true"):
-        Network([{"type": "fc", "units": 10}, {"type": "batch_norm", "sync": True}], *CIFAR)
+def test_single_value_shards_are_refused_before_spark_starts():
     net = Network([{"type": "fc", "units": 4}, {"type": "batch_norm"}, {"type": "fc", "units": 10}], *CIFAR)
     batch_norm.check_shard(net, 2)
     with pytest.raises(NetworkError, match="layer bn1: a shard of 1 image"):
@@ -201,3 +199,14 @@ def test_the_resnet_configs_build(name, blocks, params):
     assert len([layer for layer in net.layers if layer.type == "add"]) == 3 * blocks
     assert net.layer("s3b1_proj_fwd").out_shape == (8, 8, 64) and net.output.name == "fc"
     assert cfg.train.nesterov and cfg.train.lr_warmup_epochs == 1 and not cfg.warnings()
+
+
+def test_a_synced_layer_adds_its_statistics_stages():
+    net = Network([{"type": "conv", "filters": 4, "kernel": 3}, {"type": "batch_norm", "sync": True},
+                   {"type": "relu"}, {"type": "fc", "units": 10}], *CIFAR)
+    assert net.iteration_stages == ("conv1_fwd", "bn1_stats", "bn1_fwd", "relu1_fwd", "fc1_fwd", "loss", "fc1_bwd",
+                                    "relu1_bwd", "bn1_grads", "bn1_bwd", "conv1_bwd", "update")
+    defs = net.stage_defs()
+    assert defs["bn1_fwd"].inputs["stats"].many and defs["bn1_bwd"].inputs["sums"].source == "bn1_grads"
+    assert net.gradient_stages == ("fc1_bwd", "bn1_grads", "conv1_bwd") and net.statistics_stages == ("bn1_stats",)
+    assert "bn1_stats" not in net.per_image_stages and "bn1_bwd" in net.per_image_stages
