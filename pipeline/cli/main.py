@@ -150,6 +150,15 @@ def _toml(value) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
+def train_config(args) -> config.Config:
+    """The config `train` runs with: on an existing run root, the data it ingested unless data.path is named."""
+    overrides = overrides_from(args)
+    cfg = config.load(args.config, overrides)
+    if not cfg.data.path and not any(o.startswith("data.path=") for o in overrides) and Run.exists(cfg.run.root):
+        cfg = config.load(args.config, [*overrides, f"data.path={_toml(Run.open(cfg.run.root).cfg.data.path)}"])
+    return cfg
+
+
 def default_root(args) -> str:
     return args.run_root or config.load(getattr(args, "config", None)).run.root
 
@@ -522,7 +531,7 @@ def open_run(args) -> Run | None:
     if args.command in ("bench", "sweep"):
         return None
     if args.command == "train":
-        return Run(config.load(args.config, overrides_from(args)))
+        return Run(train_config(args))
     root = default_root(args)
     if args.command == "stage" and not Run.exists(root):
         run = Run(config.load(args.config, overrides_from(args)), root)

@@ -106,6 +106,8 @@ def test_one_run_root_one_data_source(constant, tmp_path, capsys):
     moved = tmp_path / "moved"
     shutil.copytree(data, moved)
     assert main(["train", *flags(run.storage.url, moved, "--iterations", "2")]) == 0, "the same data elsewhere"
+    sets = [a for s in SETS for a in ("--set", s)]
+    assert main(["train", "--run-root", run.storage.url, *sets, "--iterations", "2"]) == 0, "no --data: the run's"
     shutil.copy(data / "cat" / "001.png", moved / "cat" / "added.png")
     assert main(["train", *flags(run.storage.url, moved, "--iterations", "2")]) == 2, "changed in place"
     assert "holds other data" in capsys.readouterr().err
