@@ -121,6 +121,15 @@ def ingest_count(cfg: Config) -> int:
 
 
 def bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
+    """The numpy kernels in this process with one BLAS thread, as a Spark task runs them (the same bits as the
+    Spark modes; two threads were 5-8x slower on a shared 2-core machine, 2026-12-03)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        return _bench_numpy(cfg, x, labels, net, repeat)
+
+
+def _bench_numpy(cfg: Config, x, labels, net: Network, repeat: int) -> Row:
     params = update.init_params(net, cfg.train.seed)
     velocity = update.zero_velocity(net)
     timings = []

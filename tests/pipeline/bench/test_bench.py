@@ -27,7 +27,7 @@ def test_bench_writes_table_json_and_chart(spark, tmp_path, capsys):
     assert names == ["numpy (1 process)", "staged", "staged, job per stage", "memory", "fused"]
     rows = {r["name"]: r for r in result["rows"]}
     assert all(r["total"] > 0 and r["images"] == 200 and 0 < r["low"] <= r["high"] for r in result["rows"])
-    assert rows["numpy (1 process)"]["threads"].endswith("(1 process)")
+    assert rows["numpy (1 process)"]["threads"] == "1 (1 process)"
     assert rows["fused"]["threads"] == "1 each, 2 tasks"
     kernels = result["kernels"]
     assert kernels["threads"] == 1 and kernels["repeat"] == 3 and kernels["peak_gflops"] > 0
