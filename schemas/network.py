@@ -366,7 +366,7 @@ class Network:
 
         defs = {}
         for layer in self.layers:
-            module = f"stages.{LAYER_MODULES[layer.type]}"
+            module = f"sparkcnn.stages.{LAYER_MODULES[layer.type]}"
             if layer.type in MULTI_INPUT:
                 inputs = {f"x{k}": image(*self._output_of(n)) for k, n in enumerate(layer.inputs)}
             else:
@@ -390,7 +390,7 @@ class Network:
                     inputs["x"] = layer_input(layer, False)
                 else:
                     inputs["saved"] = image(layer.forward_stage, "argmax", keys=False)
-            module = f"stages.{LAYER_MODULES[layer.type]}"
+            module = f"sparkcnn.stages.{LAYER_MODULES[layer.type]}"
             if layer.synced:
                 stats, grads = layer.sync_stages
                 inputs["stats"] = Input(stats, "stats", None, many=True)

@@ -114,3 +114,14 @@ def test_the_wheel_installs_one_top_level_name(tmp_path):
     assert {f.split("/")[0] for f in files} == {"sparkcnn", wheel.name.split("-py")[0] + ".dist-info"}
     installed = {f.removesuffix(".py").replace("/", ".") for f in files if f.endswith(".py")}
     assert {n.removesuffix(".__init__") for n in installed} == set(modules())
+
+
+def test_stage_functions_resolve_under_the_one_import_name():
+    """A stage function named by a top-level `stages` would load a second copy where the checkout is the
+    working folder and fail on a cluster's executors."""
+    from sparkcnn.schemas.network import Network
+    from tests.schemas.test_network import RESIDUAL
+
+    for layers in (RESIDUAL, [dict(layer, sync=True) if layer["type"] == "batch_norm" else layer for layer in RESIDUAL]):
+        for name, definition in Network(layers, (8, 8, 3), 10).stage_defs().items():
+            assert definition.function.startswith("sparkcnn.stages."), (name, definition.function)
