@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="a data source as train takes it (default: the embedded sample)")
     bench.add_argument("--images", type=int, default=2000, help="images per iteration (default 2000)")
     bench.add_argument("--scaling", default="500,2000,8000", help="batch sizes for the scaling table")
-    bench.add_argument("--repeat", type=int, default=2, help="measured iterations after a warm-up (default 2)")
+    bench.add_argument("--repeat", type=int, default=3, help="measured iterations after a warm-up (default 3)")
     bench.add_argument("--out", default="bench", help="folder for bench.json, bench.png and scratch runs (its runs/ folder is emptied first)")
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     bench.add_argument("--no-cache-policies", action="store_true", help="skip the table of cache policies")
