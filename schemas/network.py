@@ -10,9 +10,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from sparkcnn.schemas.columns import SPARSE_DX, tensor_specs
 from sparkcnn.schemas.shapes import output_shape
 from sparkcnn.schemas.tables import DEFAULT_CACHE, KEY_COLUMNS
-from sparkcnn.schemas.tensors import SparseTensorSpec, TensorSpec
 from sparkcnn.schemas.topology import (INPUT_KEYS, MULTI_INPUT, NetworkError, declared_inputs, inputs_of,
                                        resolve_inputs, topological)
 
@@ -34,7 +34,6 @@ WITH_PARAMS = ("conv", "fc", "batch_norm")
 # keys added after run roots existed: left out of identities where they hold their default
 NEW_DEFAULTS = {"bias": True}
 SPATIAL = ("conv", "max_pool", "avg_pool")
-SPARSE_DX = ("relu", "max_pool")
 MAX_POOL_WINDOW = 127
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_LAYERS = (
@@ -163,8 +162,7 @@ class Layer:
 
     @property
     def sync_stages(self) -> tuple[str, str]:
-        """A synced layer's statistics stages: each shard's count, mean and M2 (before the forward), and
-        each shard's gradients of gamma and beta, the backward's statistics (before the backward)."""
+        """A synced layer's statistics stages, before its forward and before its backward (docs/network.md)."""
         return f"{self.name}_stats", f"{self.name}_grads"
 
     @property
@@ -317,28 +315,8 @@ class Network:
     # tables
 
     def tensor_specs(self, cache: dict | None = None) -> dict[str, tuple]:
-        """Tensor columns of each per-image table under a cache policy: how each ReLU's mask is kept
-        (bitmask, a byte per element, or not at all), whether each max-pool's argmax is kept, and
-        whether the mostly-zero input gradients of ReLU and max-pool layers are stored sparse."""
-        cache = {**DEFAULT_CACHE, **(cache or {})}
-        f32 = "float32"
-        classes = (self.classes,)
-        pixels = (TensorSpec("pixels", "uint8", self.image),)
-        specs = {"images": pixels, "batches": pixels, "loss": (TensorSpec("probs", f32, classes),
-                                                              TensorSpec("dx", f32, classes)),
-                 "evaluate": (TensorSpec("probs", f32, classes),)}
-        for layer in self.layers:
-            kept = ()
-            if layer.type == "relu":
-                kept = {"bitmask": (TensorSpec("mask", "uint8", ((math.prod(layer.out_shape) + 7) // 8,)),),
-                        "bytes": (TensorSpec("mask", "uint8", layer.out_shape),), "recompute": ()}[cache["relu_mask"]]
-            elif layer.type == "max_pool" and cache["pool_argmax"] == "int8":
-                kept = (TensorSpec("argmax", "int8", layer.out_shape),)
-            specs[layer.forward_stage] = (TensorSpec("out", f32, layer.out_shape), *kept)
-            if self.input_grad(layer):
-                sparse = cache["sparse_gradients"] and layer.type in SPARSE_DX
-                specs[layer.backward_stage] = ((SparseTensorSpec if sparse else TensorSpec)("dx", f32, layer.in_shape),)
-        return specs
+        """Tensor columns of each per-image table under a cache policy (see schemas.columns)."""
+        return tensor_specs(self, cache)
 
     # stage inputs
 
