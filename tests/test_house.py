@@ -114,6 +114,10 @@ def test_the_wheel_installs_one_top_level_name(tmp_path):
     assert {f.split("/")[0] for f in files} == {"sparkcnn", wheel.name.split("-py")[0] + ".dist-info"}
     installed = {f.removesuffix(".py").replace("/", ".") for f in files if f.endswith(".py")}
     assert {n.removesuffix(".__init__") for n in installed} == set(modules())
+    zipped = ("import sys; sys.path.insert(0, sys.argv[1]); from sparkcnn.pipeline.data import ingest; "
+              "assert ingest.__file__.startswith(sys.argv[1]); print(ingest.resolve_data_path(''))")
+    done = subprocess.run([sys.executable, "-c", zipped, str(wheel)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and Path(done.stdout.strip()).stat().st_size > 0, done.stderr  # --py-files
 
 
 def test_stage_functions_resolve_under_the_one_import_name():

@@ -32,7 +32,7 @@ def resolve_data_path(path: str) -> str:
         return str(SAMPLE_DATA)
     from importlib import resources
 
-    data = resources.files("pipeline").joinpath("sample", SAMPLE_DATA.name).read_bytes()
+    data = resources.files(__package__).joinpath("sample", SAMPLE_DATA.name).read_bytes()
     copy = Path(tempfile.gettempdir()) / f"sparkcnn-{hashlib.sha256(data).hexdigest()[:12]}-{SAMPLE_DATA.name}"
     if not copy.exists():
         tmp = copy.with_suffix(f".{os.getpid()}.tmp")
