@@ -176,3 +176,20 @@ def beeline_run(url: str, query: str, password: str | None = None) -> subprocess
     return subprocess.run(["java", "-cp", f"{jars}/*", "org.apache.hive.beeline.BeeLine", "-u", url, *login,
                            "--outputformat=csv2", "--silent=true", "--showHeader=true", "-e", query],
                           capture_output=True, text=True, timeout=180)
+
+
+def layers_override(layers) -> str:
+    """The `model.layers=...` override of a declared layer list."""
+    import json
+
+    return "model.layers=" + json.dumps(layers).replace('": ', '" = ')
+
+
+def start_run(settings: list[str], root, *extra: str):
+    """A run root made with the given settings (and extra overrides), its config saved."""
+    from sparkcnn.pipeline import config
+    from sparkcnn.pipeline.training.run import Run
+
+    run = Run(config.load(overrides=[*settings, f'run.root="{root}"', *extra]))
+    run.save_config()
+    return run

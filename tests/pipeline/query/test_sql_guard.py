@@ -227,7 +227,6 @@ def test_jdbc_sessions_see_the_run_as_it_commits(spark, tmp_path):
     import time
 
     from sparkcnn.pipeline.query import sql_server
-
     from tests.conftest import beeline, free_port, serve, stop_server
 
     grown = Run(config.load(overrides=[*SETTINGS, f'run.root="{tmp_path / "growing"}"']))

@@ -8,26 +8,20 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from sparkcnn.pipeline import config, stage_keys
+from sparkcnn.pipeline import stage_keys
 from sparkcnn.pipeline.cli.main import main
 from sparkcnn.pipeline.query import sql
 from sparkcnn.pipeline.training import reference
 from sparkcnn.pipeline.training.run import Run
-from tests.conftest import assert_bitwise_equal
+from tests.conftest import assert_bitwise_equal, layers_override, start_run
 from tests.pipeline.training.test_training import check_iteration_against_kernels
 from tests.schemas.test_network import THREE_CONV
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = ["train.batch_size=100", "train.shard_size=50", "train.images=200", "train.epochs=1",
-            "run.keep_iterations=5", "model.layers=" + json.dumps(THREE_CONV).replace('": ', '" = ')]
+            "run.keep_iterations=5", layers_override(THREE_CONV)]
 ITERATIONS = 2
-
-
-def start(root, *extra) -> Run:
-    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"', *extra]))
-    run.save_config()
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +32,9 @@ def runs(spark, tmp_path_factory):
                         "one partition, recomputed caches, sparse gradients":
                             ["spark.partitions=1", "cache.relu_mask='recompute'", "cache.pool_argmax='recompute'",
                              "cache.sparse_gradients=true"]}.items():
-        found[name] = start(base / name.split(",")[0].replace(" ", "-"), *extra)
+        found[name] = start_run(SETTINGS, base / name.split(",")[0].replace(" ", "-"), *extra)
         found[name].train(spark, ITERATIONS)
-    restarted = start(base / "restarted", "cache.relu_mask='bytes'")
+    restarted = start_run(SETTINGS, base / "restarted", "cache.relu_mask='bytes'")
     restarted.train(spark, 1)
     for key in restarted.plan()[restarted.plan().index(stage_keys.iteration_key(1, "conv1_fwd")):][:17]:
         Run.open(str(base / "restarted")).run_stage(spark, key)  # a new driver for every stage

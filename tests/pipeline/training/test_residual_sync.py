@@ -3,30 +3,22 @@ stages split the iteration, and modes, partition counts and a restart mid-iterat
 and follow the numpy reference (the whole batch at once)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from sparkcnn.pipeline import config, stage_keys
+from sparkcnn.pipeline import stage_keys
 from sparkcnn.pipeline.query import sql
 from sparkcnn.pipeline.training import reference
 from sparkcnn.pipeline.training.run import Run
-from tests.conftest import assert_bitwise_equal
+from tests.conftest import assert_bitwise_equal, layers_override, start_run
 from tests.schemas.test_network import RESIDUAL
 
 pytestmark = pytest.mark.slow
 
 SYNCED = [dict(layer, sync=True) if layer["type"] == "batch_norm" else layer for layer in RESIDUAL]
 SETTINGS = ["train.batch_size=60", "train.shard_size=20", "train.images=120", "train.epochs=1",
-            "run.keep_iterations=5", "model.layers=" + json.dumps(SYNCED).replace('": ', '" = ')]
+            "run.keep_iterations=5", layers_override(SYNCED)]
 ITERATIONS = 2
-
-
-def start(root, *extra) -> Run:
-    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"', *extra]))
-    run.save_config()
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +26,9 @@ def runs(spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("residual-sync")
     found = {}
     for name, extra in {"staged": [], "memory": ["run.mode='memory'"], "fused": ["run.mode='fused'"]}.items():
-        found[name] = start(base / name, *extra)
+        found[name] = start_run(SETTINGS, base / name, *extra)
         found[name].train(spark, ITERATIONS)
-    restarted = start(base / "restarted", "spark.partitions=3")
+    restarted = start_run(SETTINGS, base / "restarted", "spark.partitions=3")
     restarted.train(spark, 1)
     plan = restarted.plan()
     for key in plan[plan.index(stage_keys.iteration_key(1, "stem_fwd")):][:6]:
