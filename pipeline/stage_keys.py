@@ -1,8 +1,6 @@
 """Stage keys in the manifest, and how the training images fall into epochs, iterations and shards."""
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 from dataclasses import dataclass
 
@@ -12,19 +10,6 @@ from sparkcnn.schemas.network import PER_IMAGE  # noqa: F401  (graph.PER_IMAGE: 
 
 SETUP_STAGES = ("ingest", "init", "testset")
 ALL_PARTS = "all"
-
-
-def resolve(function: str):
-    """The stage function named 'module:function'; a backward stage's gets its readers' gradients summed."""
-    module, name = function.split(":")
-    fn = getattr(importlib.import_module(module), name)
-    return functools.partial(_with_summed_dout, fn) if name in ("backward_stage", "grads_stage") else fn
-
-
-def _with_summed_dout(fn, inputs, ctx):
-    from sparkcnn.stages.tabular import summed_dout
-
-    return fn(summed_dout(inputs), ctx)
 
 
 def iteration_key(iteration: int, stage: str) -> str:

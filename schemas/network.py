@@ -126,7 +126,9 @@ class Input:
 
 @dataclass(frozen=True)
 class StageDef:
-    function: str
+    """A stage: its function as (what it computes, role), looked up in sparkcnn.stages.registry, and its inputs."""
+
+    function: tuple[str, str]
     inputs: dict[str, Input]
     uses_params: bool = False
 
@@ -344,16 +346,15 @@ class Network:
 
         defs = {}
         for layer in self.layers:
-            module = f"sparkcnn.stages.{LAYER_MODULES[layer.type]}"
             if layer.type in MULTI_INPUT:
                 inputs = {f"x{k}": image(*self._output_of(n)) for k, n in enumerate(layer.inputs)}
             else:
                 inputs = {"x": layer_input(layer, True)}
             if layer.synced:
-                defs[layer.sync_stages[0]] = StageDef(f"{module}:stats_stage", dict(inputs))
+                defs[layer.sync_stages[0]] = StageDef((layer.type, "stats"), dict(inputs))
                 inputs["stats"] = Input(layer.sync_stages[0], "stats", None, many=True)
-            defs[layer.forward_stage] = StageDef(f"{module}:forward_stage", inputs, self.trains(layer))
-        defs["loss"] = StageDef("sparkcnn.stages.loss:forward_stage", {"x": image(self.output.forward_stage, "out")})
+            defs[layer.forward_stage] = StageDef((layer.type, "forward"), inputs, self.trains(layer))
+        defs["loss"] = StageDef(("loss", "forward"), {"x": image(self.output.forward_stage, "out")})
         for stage in self.backward_stages:
             layer = self.layer(stage)
             sources = ["loss"] if layer is self.output else [r.backward_stage for r in self.readers(layer)]
@@ -368,16 +369,15 @@ class Network:
                     inputs["x"] = layer_input(layer, False)
                 else:
                     inputs["saved"] = image(layer.forward_stage, "argmax", keys=False)
-            module = f"sparkcnn.stages.{LAYER_MODULES[layer.type]}"
             if layer.synced:
                 stats, grads = layer.sync_stages
                 inputs["stats"] = Input(stats, "stats", None, many=True)
-                defs[grads] = StageDef(f"{module}:grads_stage", dict(inputs), True)
+                defs[grads] = StageDef((layer.type, "grads"), dict(inputs), True)
                 inputs["sums"] = Input(grads, "sums", None, many=True)
-            defs[stage] = StageDef(f"{module}:backward_stage", inputs, self.trains(layer))
+            defs[stage] = StageDef((layer.type, "backward"), inputs, self.trains(layer))
         grads = {s: Input(s, "grads", None, many=True) for s in self.gradient_stages}
         stats = {s: Input(s, "stats", None, many=True) for s in self.statistics_stages}
-        defs["update"] = StageDef("sparkcnn.stages.update:update_stage",
+        defs["update"] = StageDef(("update", "update"),
                                   {**grads, **stats, "velocity": Input("params", "velocity", None)}, True)
         return defs
 
@@ -391,9 +391,6 @@ class Network:
 
     @property
     def evaluate_def(self) -> StageDef:
-        return StageDef("sparkcnn.stages.whole_network:evaluate_stage",
+        return StageDef(("network", "evaluate"),
                         {"x": Input("batches", PER_IMAGE, (*KEY_COLUMNS, "pixels"))}, True)
 
-
-LAYER_MODULES = {"conv": "conv", "relu": "relu", "max_pool": "pool", "avg_pool": "avg_pool", "fc": "fc",
-                 "dropout": "dropout", "batch_norm": "batch_norm", "add": "add", "global_avg_pool": "global_avg_pool"}

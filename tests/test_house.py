@@ -120,12 +120,16 @@ def test_the_wheel_installs_one_top_level_name(tmp_path):
     assert done.returncode == 0 and Path(done.stdout.strip()).stat().st_size > 0, done.stderr  # --py-files
 
 
-def test_stage_functions_resolve_under_the_one_import_name():
-    """A stage function named by a top-level `stages` would load a second copy where the checkout is the
-    working folder and fail on a cluster's executors."""
+def test_every_stage_names_a_function_of_the_registry():
+    """Stage functions are referenced by import (sparkcnn.stages.registry), never by a module path resolved at run
+    time; every stage of a network, plain and with synced batch statistics, finds its function there."""
     from sparkcnn.schemas.network import Network
+    from sparkcnn.stages import registry
     from tests.schemas.test_network import RESIDUAL
 
-    for layers in (RESIDUAL, [dict(layer, sync=True) if layer["type"] == "batch_norm" else layer for layer in RESIDUAL]):
-        for name, definition in Network(layers, (8, 8, 3), 10).stage_defs().items():
-            assert definition.function.startswith("sparkcnn.stages."), (name, definition.function)
+    synced = [dict(layer, sync=True) if layer["type"] == "batch_norm" else layer for layer in RESIDUAL]
+    for layers in (RESIDUAL, synced):
+        network = Network(layers, (8, 8, 3), 10)
+        for name, definition in {**network.stage_defs(), "evaluate": network.evaluate_def}.items():
+            function = registry.stage_function(definition.function)
+            assert getattr(function, "func", function).__module__.startswith("sparkcnn.stages."), name

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from sparkcnn.pipeline import stage_keys
+from sparkcnn.stages import registry
 from sparkcnn.stages.tabular import StageContext, StageResult
 
 
@@ -37,7 +38,7 @@ def stage_inputs(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: Stag
 
 
 def run_stage(stage: str, produced: dict[str, dict[str, pa.Table]], ctx: StageContext) -> StageResult:
-    function = stage_keys.resolve(ctx.network.stage_def(stage, ctx.cache).function)
+    function = registry.stage_function(ctx.network.stage_def(stage, ctx.cache).function)
     return function(stage_inputs(stage, produced, ctx), ctx.at(stage))
 
 

@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
-from sparkcnn.pipeline import numerics, stage_keys
+from sparkcnn.pipeline import numerics
 from sparkcnn.pipeline.runroot.layout import output_path, progress_record
 from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.spark import chain, faults
 from sparkcnn.schemas.tables import TASK_RESULT_SCHEMA, table_schema, table_to_arrays
+from sparkcnn.stages import registry
 from sparkcnn.stages.tabular import StageContext
 
 _LOADED: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -60,7 +61,7 @@ class Unit:
 @dataclass
 class StageTask:
     storage: Storage
-    function: str
+    function: tuple[str, str]
     context: StageContext
     out_dir: str
     columns: dict[str, list[str] | None]
@@ -79,7 +80,7 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     """A unit's outputs written; each result row also carries the unit's timing: when it started
     (wall clock) and the seconds it spent reading, computing and writing."""
     start, t0 = time.time(), time.perf_counter()
-    fn = stage_keys.resolve(task.function)
+    fn = registry.stage_function(task.function)
     ctx = task.params.bind(task.context) if task.params else task.context
     inputs = {}
     for name, paths in unit.inputs.items():

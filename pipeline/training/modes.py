@@ -25,6 +25,7 @@ from sparkcnn.pipeline.spark import chain
 from sparkcnn.pipeline.spark.executor import FusedTask, MultiStageTask, Params, StageTask, Unit, in_job_input
 from sparkcnn.pipeline.training import planner
 from sparkcnn.pipeline.training.runners import check_parts, run_task, write_table
+from sparkcnn.stages import registry
 from sparkcnn.stages.tabular import StageContext
 
 
@@ -285,7 +286,7 @@ class WholeIteration:
         back from the tasks, by stage in shard order."""
         ctx = run.context(run.params_at(t), run.schedule().batch_images(t), run.hyper(t), "update")
         velocity = run.storage.read_parquet(run.params_file(t, "velocity")["path"])
-        function = stage_keys.resolve(run.network.stage_def("update").function)
+        function = registry.stage_function(run.network.stage_def("update").function)
         result = function({**{s: grads[s] for s in run.network.update_reads}, "velocity": velocity}, ctx)
         run.check_finite(stage_keys.iteration_key(t, "update"), t, {stage_keys.ALL_PARTS: result.values})
         return [write_table(run.storage, table, layout.params_dir(t + 1), name, stage_keys.ALL_PARTS)
