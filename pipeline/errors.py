@@ -15,3 +15,7 @@ class JobFailed(Exception):
     def __init__(self, key: str):
         super().__init__(key)
         self.key = key
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file and the problem."""

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sparkcnn.pipeline.data.sources import (CIFAR10_BATCHES, CIFAR10_CLASSES as CLASSES,
-                                            CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES,
-                                            open_source)
+from sparkcnn.pipeline.data.sources import open_source
+from sparkcnn.pipeline.data.sources.cifar import (CIFAR10_BATCHES, CIFAR10_CLASSES as CLASSES,
+                                                  CIFAR10_TEST_BATCH as TEST_BATCH,
+                                                  CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparkcnn.pipeline.data.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
+from sparkcnn.pipeline.data.sources.cifar import (CIFAR10_TEST_BATCH as TEST_BATCH,
+                                                  CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES)
 
 REPO = Path(__file__).resolve().parent.parent
 FORBID_JVM = "SPARKCNN_FORBID_JVM"

@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 
 from sparkcnn.pipeline.data.fingerprint import fingerprint
 from sparkcnn.pipeline.data.images import fit
-from sparkcnn.pipeline.data.sources import DataError, Description, Piece, Source, open_source
+from sparkcnn.pipeline.data.sources import Description, Piece, Source, open_source
+from sparkcnn.pipeline.errors import DataError
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.schemas.tables import STATS_SCHEMA, images_schema, spec
 from sparkcnn.schemas.tensors import summarize

@@ -13,7 +13,7 @@ import pyarrow as pa
 from sparkcnn.pipeline.data import ingest
 from sparkcnn.pipeline.data.images import fit
 from sparkcnn.pipeline.data.sources import Description, Piece, Source, open_source
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import DataError, RunError
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.lock import RunLock
 from sparkcnn.pipeline.runroot.storage import Storage
@@ -55,7 +55,7 @@ def score_piece(task: ScoreTask, piece: Piece, first_train: int, first_test: int
 
     try:
         records = task.source.read(piece, task.description)
-    except ingest.DataError as e:
+    except DataError as e:
         return {"error": str(e)}
     ids = ingest.row_ids(records.splits, first_train, first_test)
     rows, pixels, unreadable, other_split = [], [], [], 0
@@ -152,7 +152,7 @@ def _score(run, spark, params: dict, described_as: str, source: Source, descript
     results = [r for _, r in sorted((progress or _no_progress)(len(numbered), job.collect))]
     if error := ingest.first_error(results):
         prepare_out(out, overwrite=True)
-        raise ingest.DataError(error)
+        raise DataError(error)
     summary = {
         "out": out.where(""), "data": source.where, "split": split, "parameters": described_as,
         "images": sum(r["rows"] for r in results), "unreadable": sum(r["unreadable"] for r in results),

@@ -1,12 +1,12 @@
 """A DataFrame of images and labels checked, digested and written by Spark as the Parquet source a run
-ingests (sparkcnn.pipeline.data.sources.ParquetImages): the driver sees one row of counts and hashes, never an image."""
+ingests (sparkcnn.pipeline.data.sources.parquet_images): the driver sees one row of counts and hashes, never an image."""
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
 
-from sparkcnn.pipeline.data.sources import DataError
+from sparkcnn.pipeline.errors import DataError
 
 IMAGE_STRUCT = {"height", "width", "nChannels", "data"}
 INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")

@@ -44,7 +44,7 @@ def score_rows(trained: Trained, table, context) -> tuple[list, list, list]:
     """(prediction, probabilities, class name) of each row of an Arrow table with an `image` column (and
     `height`, `width`, `channels` for raw bytes); None for an image that cannot be read."""
     from sparkcnn.pipeline.data.images import fit
-    from sparkcnn.pipeline.data.sources import ParquetImages
+    from sparkcnn.pipeline.data.sources.parquet_images import ParquetImages
     from sparkcnn.pipeline.deploy.predict import probabilities
 
     decoded = ParquetImages(None, "", {"image_column": "image"}, [])._decode(table, "row")

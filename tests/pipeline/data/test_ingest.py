@@ -8,8 +8,10 @@ import pytest
 
 from sparkcnn.pipeline import config
 from sparkcnn.pipeline.data import ingest
-from sparkcnn.pipeline.data.ingest import SAMPLE_DATA, DataError
-from sparkcnn.pipeline.data.sources import CIFAR10_TEST_BATCH as TEST_BATCH, CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES
+from sparkcnn.pipeline.data.ingest import SAMPLE_DATA
+from sparkcnn.pipeline.data.sources.cifar import (CIFAR10_TEST_BATCH as TEST_BATCH,
+                                                  CIFAR10_TRAIN_BATCHES as TRAIN_BATCHES)
+from sparkcnn.pipeline.errors import DataError
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.training.run import Run, network_for

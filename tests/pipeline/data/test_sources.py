@@ -15,8 +15,8 @@ from PIL import Image
 from sparkcnn.pipeline import config
 from sparkcnn.pipeline.cli.main import main
 from sparkcnn.pipeline.data import ingest
-from sparkcnn.pipeline.data.ingest import DataError
 from sparkcnn.pipeline.data.sources import open_source, split_rule
+from sparkcnn.pipeline.errors import DataError
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.training import reference

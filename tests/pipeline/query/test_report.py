@@ -11,7 +11,7 @@ import pytest
 from sparkcnn.pipeline import config, stage_keys
 from sparkcnn.pipeline.cli.main import main
 from sparkcnn.pipeline.cli.progress import Progress
-from sparkcnn.pipeline.data.sources import CIFAR10_CLASSES as CLASSES
+from sparkcnn.pipeline.data.sources.cifar import CIFAR10_CLASSES as CLASSES
 from sparkcnn.pipeline.deploy.predict import evaluate, read_test_split
 from sparkcnn.pipeline.query.report import write_report
 from sparkcnn.pipeline.training.run import Run
