@@ -19,12 +19,12 @@ def measure(config: str, images: int, repeat: int) -> dict:
     from threadpoolctl import threadpool_limits
 
     from sparkcnn.pipeline import config as config_mod, numerics
-    from sparkcnn.pipeline.bench import measure as bench
+    from sparkcnn.pipeline.bench import baselines
 
     cfg = config_mod.load(config)
-    x, labels, net = bench.load_batch(cfg, images)
+    x, labels, net = baselines.load_batch(cfg, images)
     with threadpool_limits(limits=1, user_api="blas"):
-        rows = [bench.bench_numpy(cfg, x, labels, net, 1) for _ in range(repeat)]
+        rows = [baselines.bench_numpy(cfg, x, labels, net, 1) for _ in range(repeat)]
     seconds = sorted(r.total for r in rows)
     return {"arithmetic": numerics.arithmetic(), "min_s": seconds[0], "median_s": seconds[len(seconds) // 2],
             "max_s": seconds[-1]}

@@ -13,7 +13,7 @@ from sparkcnn.pipeline import config
 
 def cluster_rows(cfg, master: str, images: int, repeat: int, hdfs_root: str | None, work: Path) -> list:
     """Rows measured on the cluster at `master`, named "<row> on <master>"."""
-    from sparkcnn.pipeline.bench.measure import Row
+    from sparkcnn.pipeline.bench.row import Row
 
     benched = [("staged", "staged", str(work / f"cluster-staged-{images}")),
                *([("staged on hdfs", "staged", f"{hdfs_root.rstrip('/')}/cluster-{images}-{time.time_ns()}")]
@@ -31,7 +31,8 @@ def cluster_rows(cfg, master: str, images: int, repeat: int, hdfs_root: str | No
 
 
 def main(spec_path: str, result_path: str) -> int:
-    from sparkcnn.pipeline.bench.measure import bench_mode, table
+    from sparkcnn.pipeline.bench.render import table
+    from sparkcnn.pipeline.bench.spark_rows import bench_mode
     from sparkcnn.pipeline.spark.session import session
 
     spec = json.loads(Path(spec_path).read_text())

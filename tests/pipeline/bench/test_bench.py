@@ -74,7 +74,7 @@ def test_the_pytorch_row_computes_the_same_network():
     torch = pytest.importorskip("torch")
     import numpy as np
 
-    from sparkcnn.pipeline.bench.measure import torch_model
+    from sparkcnn.pipeline.bench.torch_graph import torch_model
     from sparkcnn.schemas.network import Network
     from sparkcnn.stages import update, whole_network
     from sparkcnn.stages.tabular import StageContext
@@ -115,7 +115,7 @@ def test_three_iterations_of_the_quick_network_match_pytorch():
     import numpy as np
 
     from sparkcnn.pipeline import config
-    from sparkcnn.pipeline.bench.measure import torch_model
+    from sparkcnn.pipeline.bench.torch_graph import torch_model
     from sparkcnn.pipeline.training.run import network_for
     from sparkcnn.stages import update, whole_network
     from sparkcnn.stages.tabular import StageContext
