@@ -77,7 +77,7 @@ def test_table_abbreviates():
 
 
 def test_format_help_says_table_abbreviates():
-    from sparkcnn.pipeline.cli.main import parser
+    from sparkcnn.pipeline.cli.parser import parser
 
     sub = next(a for a in parser()._actions if a.dest == "command").choices["sql"]
     help_text = sub.format_help()
