@@ -13,6 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
 from sparkcnn.schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
 from sparkcnn.schemas.topology import identity_layers
@@ -27,10 +28,6 @@ DEFAULT_CONFIG = REPO_CONF / "default.toml"
 
 NEW_TRAIN_DEFAULTS = {"nesterov": False, "lr_warmup_epochs": 0}  # left out of identities at their default
 LEGACY_MODEL_KEYS = ("filters", "kernel", "stride", "padding", "pool_size", "pool_stride", "classes")
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key."""
 
 
 @dataclass(frozen=True)

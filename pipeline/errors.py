@@ -1,4 +1,8 @@
-"""Errors a person can act on: the message says what is wrong and, where it helps, what to do."""
+"""Errors a person can act on: the message says what is wrong and, where it helps, what to do.
+
+Every error type a user can see is here, except `NetworkError` (an impossible layer graph), which lives with the
+network's schema in `sparkcnn.schemas.topology`, below the pipeline.
+"""
 from __future__ import annotations
 
 
@@ -19,3 +23,40 @@ class JobFailed(Exception):
 
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file and the problem."""
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class LockHeld(RuntimeError):
+    """Another live process holds the run root's lock; the message names it."""
+
+
+class NameNodeUnreachable(RunError):
+    """No NameNode answers at the address a run root names."""
+
+    resumable = True
+
+
+class DamagedEntry(RunError):
+    """A manifest entry that cannot be read: damage, like a truncated file."""
+
+    resumable = True
+
+    def __init__(self, rel: str, reason: str):
+        super().__init__(f"{rel}: unreadable manifest entry ({reason}); `sparkcnn status --verify` lists the damage "
+                         f"and `sparkcnn resume` recomputes the stage and what depends on it")
+        self.rel = rel
+
+
+class QueryError(RunError):
+    """A query Spark refused (a view or column that does not exist, a syntax error): Spark's one-line message."""
+
+
+class QueryRefused(QueryError):
+    """A statement that would write, or reach outside the run and the session."""
+
+
+class ArithmeticMismatch(RunError):
+    """A process computes with other kernels than the run (or its driver) does."""

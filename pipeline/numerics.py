@@ -15,16 +15,12 @@ import functools
 import os
 import platform
 
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import ArithmeticMismatch, RunError
 
 CORETYPE_VAR = "OPENBLAS_CORETYPE"
 PINNED_CORETYPE = "Haswell"
 PINNED = f"openblas {PINNED_CORETYPE}"
 DRIVER_VAR = "SPARKCNN_ARITHMETIC"
-
-
-class ArithmeticMismatch(RunError):
-    """A process computes with other kernels than the run (or its driver) does."""
 
 
 def _has_avx2() -> bool:

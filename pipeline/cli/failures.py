@@ -9,8 +9,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sparkcnn.pipeline.config import ConfigError
-from sparkcnn.pipeline.data.ingest import DataError
+from sparkcnn.pipeline.errors import ConfigError, DataError
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.spark import session as spark_mod, signals
 from sparkcnn.pipeline.training.run import Run, RunError, StageFailed, failure_reason

@@ -11,7 +11,7 @@ from sparkcnn.pipeline.cli.model_commands import cmd_evaluate, cmd_export, cmd_p
 from sparkcnn.pipeline.cli.parser import overrides_from, parser, toml_value
 from sparkcnn.pipeline.cli.query_commands import cmd_report, cmd_sql
 from sparkcnn.pipeline.cli.training_commands import cmd_bench, cmd_gc, cmd_stage, cmd_status, cmd_sweep, cmd_train
-from sparkcnn.pipeline.runroot.lock import LockHeld
+from sparkcnn.pipeline.errors import LockHeld
 from sparkcnn.pipeline.spark import session as spark_mod, signals
 from sparkcnn.pipeline.training.run import Run
 

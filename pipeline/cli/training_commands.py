@@ -8,8 +8,8 @@ from sparkcnn.pipeline import config, stage_keys
 from sparkcnn.pipeline.cli.failures import resume_command
 from sparkcnn.pipeline.cli.parser import overrides_from, toml_value
 from sparkcnn.pipeline.cli.progress import Progress
+from sparkcnn.pipeline.errors import DamagedEntry
 from sparkcnn.pipeline.runroot.lock import RunLock
-from sparkcnn.pipeline.runroot.manifest import DamagedEntry
 from sparkcnn.pipeline.training.run import Run, RunError
 
 

@@ -8,7 +8,7 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.pipeline.ml import frame, model, tracking, trials
 from sparkcnn.pipeline.ml.params import CONFIG_KEYS, DATA_PARAMS, CNNParams, get_params_by_name
 from sparkcnn.pipeline.runroot.storage import Storage

@@ -7,7 +7,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasLabelCol, HasPredictionCol, HasProbabilityCol
 
 from sparkcnn.pipeline import config
-from sparkcnn.pipeline.config import ConfigError, TrainConfig
+from sparkcnn.pipeline.config import TrainConfig
+from sparkcnn.pipeline.errors import ConfigError
 
 DEFAULTS = TrainConfig()
 # Param name -> config key; the keys a grid may vary are those outside the ingest (train.*, model.*, run.mode)

@@ -12,7 +12,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from sparkcnn.pipeline import config, stage_keys
-from sparkcnn.pipeline.config import Config, ConfigError
+from sparkcnn.pipeline.config import Config
+from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.pipeline.ml import tracking, trials
 from sparkcnn.pipeline.training.run import Run
 

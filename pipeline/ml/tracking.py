@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.pipeline.errors import ConfigError
 
 EXPERIMENT = "sparkcnn"
 MAX_PARAM = 6000  # MLflow's longest param value

@@ -9,7 +9,8 @@ import json
 import threading
 
 from sparkcnn.pipeline import stage_keys
-from sparkcnn.pipeline.config import Config, ConfigError
+from sparkcnn.pipeline.config import Config
+from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.pipeline.query.trials import trial_settings
 from sparkcnn.pipeline.runroot.layout import TRIAL_DOC, TRIALS
 from sparkcnn.pipeline.runroot.lock import RunLock

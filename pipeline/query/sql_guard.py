@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import QueryError, QueryRefused, RunError
 from sparkcnn.pipeline.spark.class_archive import cache_folder, java_binary
 
 SOURCES = Path(__file__).parent / "java"
@@ -25,14 +25,6 @@ EXTENSION = "sparkcnn.Extension"
 PASSWORD_CLASS = "sparkcnn.Password"
 SESSION = {"spark.sql.runSQLOnFiles": "false", "spark.sql.variable.substitute": "false",
            "spark.sql.catalogImplementation": "in-memory"}
-
-
-class QueryError(RunError):
-    """A query Spark refused (a view or column that does not exist, a syntax error): Spark's one-line message."""
-
-
-class QueryRefused(QueryError):
-    """A statement that would write, or reach outside the run and the session."""
 
 
 def _sources() -> list[Path]:

@@ -21,7 +21,7 @@ from urllib.request import urlopen
 
 from hdfs_native.fsspec import HdfsFileSystem as NativeHdfsFileSystem
 
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import NameNodeUnreachable, RunError
 
 HTTP_ADDRESS = "dfs.namenode.http-address"
 REPLICATION = "dfs.replication"
@@ -36,12 +36,6 @@ IN_FLIGHT = 4  # files a process sends at once with write_later
 
 class WebHdfsError(OSError):
     """A WebHDFS request that failed for good (after retries, or with an error retrying cannot fix)."""
-
-
-class NameNodeUnreachable(RunError):
-    """No NameNode answers at the address a run root names."""
-
-    resumable = True
 
 
 def check_namenode(host: str, port: int, budget_s: float = NAMENODE_BUDGET_S) -> None:

@@ -13,12 +13,9 @@ import socket
 import time
 from dataclasses import dataclass
 
+from sparkcnn.pipeline.errors import LockHeld
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.storage import Storage
-
-
-class LockHeld(RuntimeError):
-    pass
 
 
 def _process_start(pid: int) -> str | None:

@@ -9,24 +9,13 @@ from __future__ import annotations
 import json
 import time
 
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import DamagedEntry, RunError
 from sparkcnn.pipeline.runroot import folder_index, layout
 from sparkcnn.pipeline.runroot.storage import Storage
 
 
 class StageAlreadyCommitted(RuntimeError):
     pass
-
-
-class DamagedEntry(RunError):
-    """A manifest entry that cannot be read: damage, like a truncated file."""
-
-    resumable = True
-
-    def __init__(self, rel: str, reason: str):
-        super().__init__(f"{rel}: unreadable manifest entry ({reason}); `sparkcnn status --verify` lists the damage "
-                         f"and `sparkcnn resume` recomputes the stage and what depends on it")
-        self.rel = rel
 
 
 class Manifest:

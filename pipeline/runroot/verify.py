@@ -1,7 +1,8 @@
 """Verification of committed stages, and the repair plan for what fails it."""
 from __future__ import annotations
 
-from sparkcnn.pipeline.runroot.manifest import DamagedEntry, Manifest
+from sparkcnn.pipeline.errors import DamagedEntry
+from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.storage import Storage
 
 

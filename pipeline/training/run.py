@@ -16,12 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from sparkcnn.pipeline import config as config_mod, numerics, stage_keys
-from sparkcnn.pipeline.config import Config, ConfigError
+from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.data import ingest
 from sparkcnn.pipeline.data.fingerprint import fingerprint
 from sparkcnn.pipeline.data.sources import locate
 from sparkcnn.pipeline.data.sources.cifar import CIFAR10_CLASSES
-from sparkcnn.pipeline.errors import JobFailed, RunError
+from sparkcnn.pipeline.errors import ConfigError, JobFailed, RunError
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.retention import Policy, Retention

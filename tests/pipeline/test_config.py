@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 
 from sparkcnn.pipeline import config
-from sparkcnn.pipeline.config import Config, ConfigError
+from sparkcnn.pipeline.config import Config
+from sparkcnn.pipeline.errors import ConfigError
 
 
 def test_default_toml_equals_built_in_defaults():

@@ -15,7 +15,7 @@ import pytest
 
 from sparkcnn.pipeline import config, stage_keys
 from sparkcnn.pipeline.cli.main import main
-from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.pipeline.training.run import Run
 from tests.conftest import assert_bitwise_equal, cifar_batch, write_archive
 

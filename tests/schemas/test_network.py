@@ -6,7 +6,7 @@ import math
 import pytest
 
 from sparkcnn.pipeline import config
-from sparkcnn.pipeline.config import ConfigError
+from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.schemas.network import DEFAULT_LAYERS, Network, NetworkError, resolve_layers
 from sparkcnn.stages import batch_norm
 

@@ -72,8 +72,7 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(spark, images, tmp_path
     from pyspark.sql import functions as F
 
     from sparkcnn.ml import CNNClassifier
-    from sparkcnn.pipeline.config import ConfigError
-    from sparkcnn.pipeline.errors import DataError
+    from sparkcnn.pipeline.errors import ConfigError, DataError
 
     df = indexed(spark, images)
     clf = CNNClassifier(runRoot=str(tmp_path / "runs"), **SMALL)

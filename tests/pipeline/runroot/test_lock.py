@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from sparkcnn.pipeline.runroot.lock import LockHeld, RunLock, this_process
+from sparkcnn.pipeline.errors import LockHeld
+from sparkcnn.pipeline.runroot.lock import RunLock, this_process
 from sparkcnn.pipeline.runroot.storage import Storage
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from sparkcnn.pipeline import numerics
 from sparkcnn.pipeline.config import Config
-from sparkcnn.pipeline.numerics import ArithmeticMismatch
+from sparkcnn.pipeline.errors import ArithmeticMismatch
 from sparkcnn.pipeline.spark.session import spark_settings
 
 PROBE = ("import json, sparkcnn, numpy as np; from sparkcnn.pipeline import numerics; "
