@@ -1,5 +1,5 @@
 """The three execution modes, peers behind one interface: which stages of an iteration a mode commits,
-and how it computes a committed one.
+and how it computes a committed one from a StageEnvironment (environment.py), returning its entry.
 
 - staged: every stage its own commit; an iteration's shard stages one Spark job (or one job per stage);
 - memory: the study's naive Spark version, one job per stage with outputs cached in Spark memory;
@@ -107,7 +107,8 @@ class Staged:
         sched = env.schedule
         hyper = env.contexts.hyper(t) if stage == "update" else {}
         out_dir = layout.params_dir(t + 1) if stage == "update" else layout.stage_dir(t, stage)
-        return StageTask(env.storage, sdef.function, env.contexts.context({}, sched.batch_images(t), hyper, stage), out_dir,
+        ctx = env.contexts.context({}, sched.batch_images(t), hyper, stage)
+        return StageTask(env.storage, sdef.function, ctx, out_dir,
                          {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
                          frozenset(n for n, i in sdef.inputs.items() if i.many), units, key,
                          env.catalog.params_ref(t) if sdef.uses_params else None)
@@ -166,7 +167,8 @@ class WholeIteration:
     def committed_stages(self, network) -> tuple[str, ...]:
         return ("update",)
 
-    def iterate(self, env: StageEnvironment, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
+    def iterate(self, env: StageEnvironment, spark, key: str, t: int, units: list[Unit], ctx: StageContext,
+                params: Params) -> dict:
         """Every shard's stages but the update (ctx bound to params in the tasks): gradient tables and loss
         values by shard, seconds by stage."""
         raise NotImplementedError
@@ -180,7 +182,8 @@ class WholeIteration:
         files = {f["part"]: f["path"] for f in env.catalog.files(planner.sources(sched, t)["batches"], "out")}
         units = [Unit(stage_keys.shard_part(s), {"batches": [files[stage_keys.batch_part(t, s)]]})
                  for s in range(sched.shards(sched.batch_images(t)))]
-        result = self.iterate(env, spark, key, t, units, env.contexts.context({}, sched.batch_images(t)), env.catalog.params_ref(t))
+        ctx = env.contexts.context({}, sched.batch_images(t))
+        result = self.iterate(env, spark, key, t, units, ctx, env.catalog.params_ref(t))
         env.committer.check_finite(key, t, result["values"])
         if result.get("files"):
             self._commit_inspection(env, t, result["files"], result["values"])
@@ -196,8 +199,8 @@ class WholeIteration:
         for stage in env.network.iteration_stages[:-1]:
             key = stage_keys.iteration_key(t, stage)
             mine = [{**f, "output": f["output"].split(":", 1)[1]} for f in files if f["output"].startswith(f"{stage}:")]
-            entry = env.committer.entry(key, planner.dependencies(env.catalog.stage_def(stage, t), env.schedule, t), {}, mine,
-                              values if stage == "loss" else {})
+            deps = planner.dependencies(env.catalog.stage_def(stage, t), env.schedule, t)
+            entry = env.committer.entry(key, deps, {}, mine, values if stage == "loss" else {})
             entry.update(seconds=0.0, rows=sum(f["rows"] for f in mine if f["output"] == "out"),
                          bytes=sum(f["bytes"] for f in mine))
             env.committer.commit_as_is(entry)
@@ -206,7 +209,8 @@ class WholeIteration:
     def _driver_update(env: StageEnvironment, t: int, grads: dict[str, list[pa.Table]]) -> list[dict]:
         """The update stage's function, run on the driver on the gradients (and batch statistics) that came
         back from the tasks, by stage in shard order."""
-        ctx = env.contexts.context(env.catalog.params_at(t), env.schedule.batch_images(t), env.contexts.hyper(t), "update")
+        ctx = env.contexts.context(env.catalog.params_at(t), env.schedule.batch_images(t), env.contexts.hyper(t),
+                                   "update")
         velocity = env.storage.read_parquet(env.catalog.params_file(t, "velocity")["path"])
         function = stage_keys.resolve(env.network.stage_def("update").function)
         result = function({**{s: grads[s] for s in env.network.update_reads}, "velocity": velocity}, ctx)
@@ -228,7 +232,8 @@ class Memory(WholeIteration):
     name = "memory"
     times_stages = True
 
-    def iterate(self, env: StageEnvironment, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
+    def iterate(self, env: StageEnvironment, spark, key: str, t: int, units: list[Unit], ctx: StageContext,
+                params: Params) -> dict:
         from pyspark import StorageLevel
 
         sc = spark.sparkContext
@@ -282,7 +287,8 @@ class Fused(WholeIteration):
 
     name = "fused"
 
-    def iterate(self, env: StageEnvironment, spark, key: str, t: int, units: list[Unit], ctx: StageContext, params: Params) -> dict:
+    def iterate(self, env: StageEnvironment, spark, key: str, t: int, units: list[Unit], ctx: StageContext,
+                params: Params) -> dict:
         if any(layer.synced for layer in ctx.network.batch_norm_layers):  # the chain splits at every stage
             return MODES["memory"].iterate(env, spark, key, t, units, ctx, params)
         start = time.perf_counter()
