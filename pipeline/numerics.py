@@ -15,7 +15,7 @@ import functools
 import os
 import platform
 
-from sparkcnn.pipeline.errors import ArithmeticMismatch, RunError
+from sparkcnn.pipeline.errors import ArithmeticMismatch
 
 CORETYPE_VAR = "OPENBLAS_CORETYPE"
 PINNED_CORETYPE = "Haswell"

@@ -21,7 +21,7 @@ from urllib.request import urlopen
 
 from hdfs_native.fsspec import HdfsFileSystem as NativeHdfsFileSystem
 
-from sparkcnn.pipeline.errors import NameNodeUnreachable, RunError
+from sparkcnn.pipeline.errors import NameNodeUnreachable
 
 HTTP_ADDRESS = "dfs.namenode.http-address"
 REPLICATION = "dfs.replication"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from sparkcnn.pipeline.errors import DamagedEntry, RunError
+from sparkcnn.pipeline.errors import DamagedEntry
 from sparkcnn.pipeline.runroot import folder_index, layout
 from sparkcnn.pipeline.runroot.storage import Storage
 

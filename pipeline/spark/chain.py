@@ -6,7 +6,7 @@ import time
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from sparkcnn.pipeline import stage_keys
+from sparkcnn.pipeline import numerics, stage_keys
 from sparkcnn.stages import registry
 from sparkcnn.stages.tabular import StageContext, StageResult
 
@@ -53,3 +53,17 @@ def run_chain(batch: pa.Table, ctx: StageContext):
         produced[stage] = result.tables
         values.update(result.values)
     return produced, values, seconds
+
+
+def memory_stage(stage: str, sources: list[str], elements: tuple, ctx: StageContext, params, gathered: dict) -> dict:
+    """Memory mode's task body for one shard and stage: its sources' tables as one RDD element each (Arrow
+    IPC), a synced layer's statistics of every shard gathered, `params` (executor.Params) bound in the tasks."""
+    from threadpoolctl import threadpool_limits
+
+    numerics.check_worker()
+    produced = {s: {o: from_ipc(b) for o, b in e["tables"].items()} for s, e in zip(sources, elements)}
+    produced.update({s: {o: [from_ipc(b) for b in parts] for o, parts in outputs.items()}
+                     for s, outputs in gathered.items()})
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = run_stage(stage, produced, params.bind(ctx))
+    return {"tables": {o: to_ipc(t) for o, t in result.tables.items()}, "values": result.values}

@@ -1,23 +1,20 @@
 """Code that runs inside Spark tasks: read a unit's input files, call the stage function, write outputs.
+(`jobs.py` submits the jobs of these tasks and collects their rows.)
 
 Every file a task writes carries a fresh suffix, so a retried or speculative attempt never
 overwrites another; the driver commits only the files the successful attempts reported.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from threadpoolctl import threadpool_limits
 
-from sparkcnn.pipeline import numerics
-from sparkcnn.pipeline.runroot.layout import output_path, progress_record
+from sparkcnn.pipeline.runroot.layout import output_path
 from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.spark import chain, faults
 from sparkcnn.schemas.tables import TASK_RESULT_SCHEMA, table_schema, table_to_arrays
@@ -130,82 +127,6 @@ def run_fused_unit(task: FusedTask, unit: Unit) -> list[dict]:
                 rows.append(result_row(unit.part, name, path, table.num_rows, size, values))
     faults.hit("in-task", task.key)
     return rows
-
-
-IN_JOB = "@"
-
-
-def in_job_input(key: str, output: str) -> str:
-    """A unit's input that an earlier stage of the same multi-stage job writes (each task knows its own
-    file for it, by the unit's part)."""
-    return f"{IN_JOB}{key}:{output}"
-
-
-@dataclass
-class MultiStageTask:
-    """Several stages of an iteration in one Spark job. Each task runs every stage in turn over its units
-    (the same shards for every stage), reading what the stages before it wrote, and records a stage's
-    result rows under progress_dir once its units are done, so the driver can commit the stage then."""
-
-    storage: Storage
-    stages: list[StageTask]
-    progress_dir: str
-
-    @property
-    def units(self) -> list[Unit]:
-        return self.stages[0].units
-
-
-def run_stages_of_partition(task: MultiStageTask, indices: list[int]) -> Iterator[dict]:
-    """The stages of a multi-stage task over one partition's units. A stage's record is created once: an
-    attempt that finds one (an earlier attempt of this task finished the stage, or a concurrent one did
-    first) takes its rows and files instead of its own. Rows carry their stage's key."""
-    written: dict[tuple[str, str], str] = {}
-    for stage in task.stages:
-        record = progress_record(task.progress_dir, stage.key, indices[0])
-        created = False
-        if not task.storage.exists(record):
-            try:
-                with task.storage.deferred_writes():
-                    rows = [{**row, "key": stage.key} for index in indices
-                            for row in run_unit(stage, _resolved(stage.units[index], written))]
-            except Exception:
-                with contextlib.suppress(Exception):
-                    task.storage.write_bytes(progress_record(task.progress_dir, stage.key, indices[0], True), b"")
-                raise
-            created = task.storage.create_exclusive(record, json.dumps(rows).encode())
-        if not created:
-            rows = json.loads(task.storage.read_bytes(record))
-        for row in rows:
-            written[(in_job_input(stage.key, row["output"]), row["part"])] = row["path"]
-        yield from rows
-
-
-def _resolved(unit: Unit, written: dict[tuple[str, str], str]) -> Unit:
-    """The unit with its inputs from earlier stages of the job named by the files they were written to."""
-    inputs = {}
-    for name, paths in unit.inputs.items():
-        missing = [p for p in paths if p.startswith(IN_JOB) and (p, unit.part) not in written]
-        if missing:
-            raise RuntimeError(f"input {missing[0]} of part {unit.part}: no earlier stage of this job wrote it")
-        inputs[name] = [written.get((p, unit.part), p) for p in paths]
-    return Unit(unit.part, inputs)
-
-
-def execute(task: StageTask | FusedTask | MultiStageTask, indices):
-    """mapPartitions body over unit indices: the result rows of each unit.
-
-    BLAS runs single-threaded (one task per core), which also keeps its sums in one fixed order.
-    """
-    numerics.check_worker()
-    with threadpool_limits(limits=1, user_api="blas"):
-        if isinstance(task, MultiStageTask):
-            yield from run_stages_of_partition(task, list(indices))
-            return
-        run = run_fused_unit if isinstance(task, FusedTask) else run_unit
-        with task.storage.deferred_writes():
-            rows = [row for index in indices for row in run(task, task.units[index])]
-        yield from rows
 
 
 @dataclass
