@@ -18,13 +18,33 @@ def indexed(spark, folder):
     return StringIndexer(inputCol="cls", outputCol="label").fit(df).transform(df)
 
 
+def trials_share_their_ingest(runs) -> list[int]:
+    """Check every base run root under `runs`: each of its trials is a run root of its own whose ingest
+    names the base's files by reference, trained and verified, and whose gc leaves the shared files.
+    Returns the number of trials of each base, sorted."""
+    from sparkcnn.pipeline.ml.trials import trial_roots
+    from sparkcnn.pipeline.training.run import Run
+
+    counts = []
+    for base in runs.iterdir():
+        trials = trial_roots(str(base))
+        assert len(set(trials)) == len(trials)
+        shared = sorted(p.name for p in (base / "data" / "images").iterdir())
+        for root in trials:
+            run = Run.open(root)
+            assert all(f["path"].startswith("../../data/") for f in run.manifest.files("ingest", "images"))
+            assert run.iterations_done() > 0 and not run.verify()
+            run.collect_garbage()
+        assert sorted(p.name for p in (base / "data" / "images").iterdir()) == shared
+        counts.append(len(trials))
+    return sorted(counts)
+
+
 def test_train_validation_split_trials_share_one_ingest(spark, images, tmp_path):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit, TrainValidationSplitModel
 
     from sparkcnn.ml import CNNClassificationModel, CNNClassifier
-    from sparkcnn.pipeline.ml.trials import trial_roots
-    from sparkcnn.pipeline.training.run import Run
 
     df = indexed(spark, images).cache()
     clf = CNNClassifier(runRoot=str(tmp_path / "runs"), **SMALL)
@@ -37,18 +57,47 @@ def test_train_validation_split_trials_share_one_ingest(spark, images, tmp_path)
     loaded = TrainValidationSplitModel.load(str(tmp_path / "tvs"))
     predictions = lambda m: [r["prediction"] for r in m.transform(df).orderBy("image.origin").collect()]
     assert predictions(loaded) == predictions(best)
-    bases = [p for p in (tmp_path / "runs").iterdir()]
-    assert len(bases) == 2  # the training split's ingest with its 4 trials, the whole frame's with the refit
-    for base in bases:
-        trials = trial_roots(str(base))
-        assert len(trials) in (1, 4)
-        shared = sorted(p.name for p in (base / "data" / "images").iterdir())
-        for root in trials:
-            run = Run.open(root)
-            assert all(f["path"].startswith("../../data/") for f in run.manifest.files("ingest", "images"))
-            assert run.iterations_done() > 0 and not run.verify()
-            run.collect_garbage()
-        assert sorted(p.name for p in (base / "data" / "images").iterdir()) == shared
+    # the training split's ingest with its 4 trials, the whole frame's with the refit
+    assert trials_share_their_ingest(tmp_path / "runs") == [1, 4]
+
+
+def test_docs_notebook_cross_validator_in_a_pipeline(spark, images, tmp_path):
+    """docs/ml.md's notebook, scaled down: Spark's image source -> Pipeline([StringIndexer,
+    CrossValidator(CNNClassifier, 2-point grid, numFolds=2, parallelism=2)]) -> save -> load -> transform."""
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.feature import StringIndexer
+    from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder
+
+    from sparkcnn.ml import CNNClassificationModel, CNNClassifier
+
+    df = image_frame(spark, images)  # the notebook's two lines: format("image") and `cls` from the folder
+    clf = CNNClassifier(runRoot=str(tmp_path / "runs"), **SMALL)
+    grid = ParamGridBuilder().addGrid(clf.learningRate, [0.01, 0.05]).build()
+    cv = CrossValidator(estimator=clf, estimatorParamMaps=grid, evaluator=MulticlassClassificationEvaluator(),
+                        numFolds=2, parallelism=2)
+    model = Pipeline(stages=[StringIndexer(inputCol="cls", outputCol="label"), cv]).fit(df)
+    model.write().overwrite().save(str(tmp_path / "models" / "photos"))
+
+    indexer, tuned = model.stages
+    assert isinstance(tuned, CrossValidatorModel) and len(tuned.avgMetrics) == len(grid) == 2
+    assert all(0 <= m <= 1 for m in tuned.avgMetrics)
+    assert isinstance(tuned.bestModel, CNNClassificationModel)
+    # each fold's training rows are one ingest with one trial per grid point; the whole frame's, the refit
+    assert trials_share_their_ingest(tmp_path / "runs") == [1, 2, 2]
+
+    loaded = PipelineModel.load(str(tmp_path / "models" / "photos"))
+    assert isinstance(loaded.stages[-1], CrossValidatorModel)
+    assert loaded.stages[-1].avgMetrics == tuned.avgMetrics
+
+    def predictions(m):
+        rows = m.transform(df).select("image.origin", "cls", "prediction", "probability", "predictedLabel")
+        return {r["origin"]: r for r in rows.collect()}
+
+    before, after = predictions(model), predictions(loaded)
+    assert len(before) == 60 and before == after
+    assert {r["predictedLabel"] for r in after.values()} <= {"cat", "dog", "owl"}
+    assert all(r["predictedLabel"] == indexer.labels[int(r["prediction"])] for r in after.values())
 
 
 def test_fit_multiple_is_a_thread_safe_iterator_and_refits_reuse(spark, images, tmp_path):
