@@ -145,21 +145,24 @@ def _launch_quiet_gateway(settings: dict) -> None:
 
 def jvm_ended(error: BaseException | None = None) -> str | None:
     """Why this process's Spark JVM has ended, None while it runs. After an error that a dying JVM
-    gives (out of memory, a refused or broken connection), wait a few seconds for it to end."""
+    gives (out of memory, a refused or broken connection, a call the JVM never answered), wait a few
+    seconds for it to end."""
     if "pyspark" not in sys.modules:
         return None
+    from py4j.protocol import Py4JError, Py4JJavaError
     from pyspark import SparkContext
 
     proc = getattr(SparkContext._gateway, "proc", None)
     if proc is None:
         return None
-    text = ""
+    text, unanswered = "", False
     for _ in range(10):
         if error is None:
             break
+        unanswered |= isinstance(error, Py4JError) and not isinstance(error, Py4JJavaError)
         text, error = text + str(error), error.__cause__ or error.__context__
     try:
-        code = proc.wait(JVM_EXIT_WAIT_S if any(s in text for s in DYING_JVM) else 0)
+        code = proc.wait(JVM_EXIT_WAIT_S if unanswered or any(s in text for s in DYING_JVM) else 0)
     except subprocess.TimeoutExpired:
         return None
     if "OutOfMemoryError" in text + jvm_log_tail():
