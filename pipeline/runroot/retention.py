@@ -91,12 +91,14 @@ class Retention:
         entry = self.manifest.get(key)
         if entry is None or set(outputs) <= self.retired_outputs(key):
             return
-        outputs = tuple(o for o in outputs if o in entry["outputs"])
+        folders = {posixpath.dirname(f["path"]) for o in outputs if o in entry["outputs"] for f in entry["outputs"][o]}
+        # removing a folder removes every output that lies in it (a parameter version's running statistics)
+        outputs = tuple(o for o, files in entry["outputs"].items()
+                        if o in outputs or files and all(posixpath.dirname(f["path"]) in folders for f in files))
         doc = {"key": key, "outputs": sorted(self.retired_outputs(key) | set(outputs)), "at": time.time()}
         self.storage.write_bytes(layout.retired_record(key), json.dumps(doc).encode())
         self.retired_outputs(key)
         self._retired[key] = set(doc["outputs"])
-        folders = {posixpath.dirname(f["path"]) for o in outputs for f in entry["outputs"][o]}
         for folder in sorted(folders):
             self.remove_later(folder)
 

@@ -1,6 +1,8 @@
 """Verification of committed stages, and the repair plan for what fails it."""
 from __future__ import annotations
 
+import posixpath
+
 from sparkcnn.pipeline.errors import DamagedEntry
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.storage import Storage
@@ -24,8 +26,9 @@ def check_file(storage: Storage, f: dict) -> str | None:
 
 
 def verify(storage: Storage, manifest: Manifest, retention, keys) -> dict[str, list[str]]:
-    """Problems of the files of each committed stage named (retired outputs are not checked); only stages
-    with problems."""
+    """Problems of the files of each committed stage named (retired outputs, and files in the folders
+    retention removed with them, are not checked: records written before retirement named every output of a
+    folder lack a parameter version's running statistics); only stages with problems."""
     problems = {}
     for key in keys:
         try:
@@ -36,8 +39,9 @@ def verify(storage: Storage, manifest: Manifest, retention, keys) -> dict[str, l
         if entry is None:
             continue
         gone = retention.retired_outputs(key)
+        removed = {posixpath.dirname(f["path"]) for o in gone for f in entry["outputs"].get(o, ())}
         found = [p for o, files in entry["outputs"].items() if o not in gone
-                 for p in (check_file(storage, f) for f in files) if p]
+                 for p in (check_file(storage, f) for f in files if posixpath.dirname(f["path"]) not in removed) if p]
         if found:
             problems[key] = found
     return problems

@@ -2,11 +2,14 @@
 and a restart in the middle of an iteration agree bit for bit, and follow the numpy reference."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from sparkcnn.pipeline import stage_keys
 from sparkcnn.pipeline.query import sql
+from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.training import reference
 from sparkcnn.pipeline.training.run import Run
 from tests.conftest import assert_bitwise_equal, layers_override, start_run
@@ -71,3 +74,19 @@ COLLAPSED = """
 SELECT layer, channel, running_var FROM running_stats
 WHERE version = (SELECT max(version) FROM running_stats) AND running_var < 1e-3
 ORDER BY layer, channel"""
+
+
+def test_retired_parameter_versions_take_their_running_statistics_and_a_resume_finds_nothing_damaged(spark, tmp_path):
+    """Retention removes a parameter version's folder, running statistics included; verify (which every resume
+    runs first) must not take those for damage and uncommit the run."""
+    root = tmp_path / "retired"
+    run = start_run([*SETTINGS, "train.batch_size=20", "run.keep_iterations=1", "run.mode='fused'"], root)
+    run.train(spark, 5)
+    reopened = Run.open(str(root))
+    retired = reopened.retention.retired_outputs(stage_keys.iteration_key(1, "update"))
+    assert {"params", "velocity", "running"} <= retired
+    assert reopened.verify() == {}
+    key = stage_keys.iteration_key(1, "update")  # a record written before retirement named the whole folder
+    reopened.storage.write_bytes(layout.retired_record(key), json.dumps(
+        {"key": key, "outputs": ["params", "velocity"], "at": 0}).encode())
+    assert Run.open(str(root)).verify() == {}
