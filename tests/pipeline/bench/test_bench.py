@@ -137,7 +137,7 @@ def test_three_iterations_of_the_quick_network_match_pytorch():
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(xb), torch.from_numpy(labels)).backward()
         opt.step()
-    trained = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    trained = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     for layer, module in zip(net.trained_layers, trained):
         w = module.weight.detach().numpy()
         for name, theirs in (("w", w.T if layer.type == "fc" else w), ("b", module.bias.detach().numpy())):
