@@ -60,3 +60,21 @@ class QueryRefused(QueryError):
 
 class ArithmeticMismatch(RunError):
     """A process computes with other kernels than the run (or its driver) does."""
+
+
+class MissingInput(RunError):
+    """A stage asked for before the stages it reads are committed; the message names the missing one."""
+
+
+class Diverged(RunError):
+    """Training produced a loss or parameters that are not finite numbers."""
+
+
+class StageFailed(RunError):
+    """A stage that raised; nothing of it is committed."""
+
+    resumable = True
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"stage {key} failed: {reason}")
+        self.key = key

@@ -16,7 +16,7 @@ from sparkcnn.pipeline.data import ingest
 from sparkcnn.pipeline.data.fingerprint import fingerprint
 from sparkcnn.pipeline.data.sources import locate
 from sparkcnn.pipeline.data.sources.cifar import CIFAR10_CLASSES
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import MissingInput, RunError
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.retention import Retention
@@ -26,10 +26,6 @@ from sparkcnn.pipeline.spark.executor import Params
 from sparkcnn.pipeline.training import planner
 from sparkcnn.schemas.network import Network, StageDef
 from sparkcnn.schemas.tables import METRICS_SCHEMA
-
-
-class MissingInput(RunError):
-    pass
 
 
 class Catalog:

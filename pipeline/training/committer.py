@@ -9,7 +9,7 @@ import shlex
 from dataclasses import dataclass
 
 from sparkcnn.pipeline import numerics, stage_keys
-from sparkcnn.pipeline.errors import RunError
+from sparkcnn.pipeline.errors import Diverged, RunError
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.retention import Retention
@@ -17,10 +17,6 @@ from sparkcnn.pipeline.spark import faults
 from sparkcnn.pipeline.training import metrics
 from sparkcnn.pipeline.training.catalog import Catalog
 from sparkcnn.stages.tabular import STD_FLOOR
-
-
-class Diverged(RunError):
-    """Training produced a loss or parameters that are not finite numbers."""
 
 
 @dataclass

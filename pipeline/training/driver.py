@@ -9,22 +9,12 @@ import time
 from collections.abc import Callable
 
 from sparkcnn.pipeline import stage_keys
-from sparkcnn.pipeline.errors import DataError, JobFailed, RunError
+from sparkcnn.pipeline.errors import DataError, JobFailed, RunError, StageFailed
 from sparkcnn.pipeline.spark import signals
 from sparkcnn.pipeline.spark.session import jvm_ended
 from sparkcnn.pipeline.training import runners
 from sparkcnn.pipeline.training.committer import StageOutcome
 from sparkcnn.pipeline.training.environment import StageEnvironment
-
-
-class StageFailed(RunError):
-    """A stage that raised; nothing of it is committed."""
-
-    resumable = True
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"stage {key} failed: {reason}")
-        self.key = key
 
 
 class _CallerError(Exception):

@@ -14,7 +14,7 @@ import pyarrow as pa
 from sparkcnn.pipeline import config as config_mod, numerics, stage_keys
 from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.data import ingest
-from sparkcnn.pipeline.errors import ConfigError, RunError
+from sparkcnn.pipeline.errors import ConfigError, Diverged, MissingInput, RunError, StageFailed
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.manifest import Manifest
 from sparkcnn.pipeline.runroot.retention import Policy, Retention
@@ -22,10 +22,10 @@ from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.runroot.verify import dependents
 from sparkcnn.pipeline.spark.executor import Params
 from sparkcnn.pipeline.training import contexts, modes, planner
-from sparkcnn.pipeline.training.catalog import Catalog, MissingInput
-from sparkcnn.pipeline.training.committer import Committer, Diverged, StageOutcome
+from sparkcnn.pipeline.training.catalog import Catalog
+from sparkcnn.pipeline.training.committer import Committer, StageOutcome
 from sparkcnn.pipeline.training.contexts import Contexts
-from sparkcnn.pipeline.training.driver import StageDriver, StageFailed, failure_reason
+from sparkcnn.pipeline.training.driver import StageDriver, failure_reason
 from sparkcnn.pipeline.training.environment import StageEnvironment
 from sparkcnn.schemas.network import Network, NetworkError
 from sparkcnn.stages import batch_norm
