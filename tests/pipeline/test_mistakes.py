@@ -16,7 +16,7 @@ from sparkcnn.pipeline import config, stage_keys
 from sparkcnn.pipeline.cli.main import main
 from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.pipeline.training.run import Run
-from tests.conftest import assert_bitwise_equal, cifar_batch, write_archive
+from tests.conftest import assert_bitwise_equal, cifar_batch, start_run, write_archive
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,7 @@ SMALL = ["train.images=200", "train.batch_size=100", "train.shard_size=50", "tra
 
 
 def new_run(root: Path, *extra: str) -> Run:
-    run = Run(config.load(overrides=[*SMALL, f'run.root="{root}"', *extra]))
-    run.save_config()
-    return run
+    return start_run(SMALL, root, *extra)
 
 
 def sparkcnn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -19,6 +19,7 @@ from sparkcnn.schemas.tables import table_to_arrays
 from sparkcnn.schemas.tensors import decode_column
 from sparkcnn.stages import whole_network
 from sparkcnn.stages.tabular import normalize
+from tests.conftest import start_run
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +30,7 @@ SETTINGS = ["train.images=200", "train.batch_size=100", "train.shard_size=50", "
 @pytest.fixture(scope="module")
 def run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("sql") / "run"
-    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
-    run.save_config()
+    run = start_run(SETTINGS, root)
     run.train(spark)
     sql.register_views(spark, run)
     return run

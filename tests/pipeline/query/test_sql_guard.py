@@ -15,6 +15,7 @@ from sparkcnn.pipeline import config
 from sparkcnn.pipeline.cli.main import main
 from sparkcnn.pipeline.query import sql, sql_guard
 from sparkcnn.pipeline.training.run import Run
+from tests.conftest import start_run
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +25,7 @@ SETTINGS = ["train.images=200", "train.batch_size=100", "train.shard_size=50", "
 @pytest.fixture(scope="module")
 def run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("guard") / "run"
-    run = Run(config.load(overrides=[*SETTINGS, f'run.root="{root}"']))
-    run.save_config()
+    run = start_run(SETTINGS, root)
     run.train(spark)
     return run
 
