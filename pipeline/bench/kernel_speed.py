@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from sparkcnn.schemas.network import Network
+from sparkcnn.schemas.topology import MULTI_INPUT
 from sparkcnn.stages import update, whole_network
 from sparkcnn.stages.tabular import StageContext
 
@@ -44,23 +45,27 @@ def matmul_peak(size: int = 1024, repeat: int = 10) -> float:
 
 
 def layer_timings(net: Network, images: int, repeat: int, seed: int = 0) -> list[dict]:
-    """Per layer (dropout aside): seconds forward and backward (median, min, max of `repeat` calls after a
-    warm-up) on `images` random images and a random upstream gradient, and the FLOPs of each pass."""
+    """Per layer (dropout aside), in the graph's order and in training mode: seconds forward and backward
+    (median, min, max of `repeat` calls after a warm-up) on `images` random images and a random upstream
+    gradient, and the FLOPs of each pass."""
     rng = np.random.default_rng(seed)
     ctx = StageContext(net, update.init_params(net, seed), normalizer=images)
+    keys = (0, np.arange(images))
     x = rng.standard_normal((images, *net.layers[0].in_shape), np.float32)
-    rows = []
+    outputs, rows = {}, []
     for layer in net.layers:
         kernel = whole_network.LAYERS[layer.type]
-        params = whole_network.layer_params(layer, ctx)
-        out, cache = kernel.forward(x, params)
+        params = whole_network.layer_params(layer, ctx, keys)
+        inputs = tuple(outputs[n] for n in layer.inputs) or (x,)
+        x_in = inputs if layer.type in MULTI_INPUT else inputs[0]
+        out, cache = kernel.forward(x_in, params)
         dout = rng.standard_normal(out.shape, np.float32)
-        fwd = _seconds(lambda: kernel.forward(x, params), repeat)
+        fwd = _seconds(lambda: kernel.forward(x_in, params), repeat)
         bwd = _seconds(lambda: kernel.backward(dout, cache), repeat) if net.has_backward(layer) else None
         flops = layer_flops(layer, images, net.input_grad(layer) if layer.type == "conv" else True)
         rows.append({"layer": layer.name, "type": layer.type, "forward": fwd, "backward": bwd,
                      "forward_flops": flops[0], "backward_flops": flops[1]})
-        x = out
+        outputs[layer.name] = out
     return rows
 
 

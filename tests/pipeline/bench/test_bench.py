@@ -108,6 +108,19 @@ def test_kernel_table_counts_every_layer_and_the_peak():
     assert "matrix-product peak" in text
 
 
+def test_kernel_timings_follow_a_residual_graph():
+    """A layer reading a layer other than the one before it (a shortcut, an add) is timed on its own inputs,
+    batch_norm in training mode (finite timings, every layer once)."""
+    from sparkcnn.pipeline.bench.kernel_speed import measure
+    from sparkcnn.schemas.network import Network
+    from tests.schemas.test_network import RESIDUAL
+
+    net = Network(RESIDUAL, (8, 8, 3), 10)
+    rows = measure(net, 4, 1)["layers"]
+    assert [r["layer"] for r in rows] == [layer.name for layer in net.layers]
+    assert {r["type"] for r in rows} >= {"add", "batch_norm", "global_avg_pool"}
+
+
 def test_three_iterations_of_the_quick_network_match_pytorch():
     """The numpy kernels trained 3 iterations from the same start as PyTorch: every parameter within 1e-4
     (relative to its largest value)."""
