@@ -6,6 +6,7 @@ inputs by role, every per-image table's tensor columns, and the parameter names 
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -231,6 +232,17 @@ class Network:
         self._by_stage = {s: layer for layer in self.layers
                           for s in (layer.forward_stage, layer.backward_stage, *layer.sync_stages)}
         self.graph = any("inputs" in spec for spec in resolved)
+        self._derived = {}
+
+    def _memo(self, kind: str, build, *policies):
+        """What `build` derives from the (immutable) network under the given cache policies, built once."""
+        key = json.dumps([kind, *(p or {} for p in policies)], sort_keys=True, default=str)
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_derived": {}}
 
     # layers and parameters
 
@@ -318,7 +330,7 @@ class Network:
 
     def tensor_specs(self, cache: dict | None = None) -> dict[str, tuple]:
         """Tensor columns of each per-image table under a cache policy (see schemas.columns)."""
-        return tensor_specs(self, cache)
+        return self._memo("tensor_specs", lambda: tensor_specs(self, cache), cache)
 
     # stage inputs
 
@@ -327,6 +339,10 @@ class Network:
         return ("batches", "pixels") if name is None else (self._by_name[name].forward_stage, "out")
 
     def stage_defs(self, cache: dict | None = None, written: dict[str, dict] | None = None) -> dict[str, StageDef]:
+        """Every iteration stage's function and inputs by role (see _stage_defs), derived once per policy."""
+        return self._memo("stage_defs", lambda: self._stage_defs(cache, written), cache, written)
+
+    def _stage_defs(self, cache: dict | None, written: dict[str, dict] | None) -> dict[str, StageDef]:
         """Every iteration stage's function and inputs by role, under a cache policy: each input is read as
         the policy its table was written with holds it (`written`, by source stage; else `cache`).
         Roles: x (x0, x1, ... for an add), dout (dout_1, dout_2, ... from further readers, summed in

@@ -15,6 +15,7 @@ from sparkcnn.pipeline import config, stage_keys
 from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.errors import ConfigError
 from sparkcnn.pipeline.ml import tracking, trials
+from sparkcnn.pipeline.query.trials import trial_settings
 from sparkcnn.pipeline.training.run import Run
 
 
@@ -112,7 +113,7 @@ def compare(base_url: str, out: Path) -> list[dict]:
     found = []
     for root in trials.trial_roots(base_url):
         run = Run.open(root)
-        found.append(summary(run, ", ".join(f"{k}={v}" for k, v in trials.trial_settings(run).items())))
+        found.append(summary(run, ", ".join(f"{k}={v}" for k, v in trial_settings(run).items())))
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = _plt().subplots(figsize=(8, 4))
     for s in found:

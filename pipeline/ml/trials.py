@@ -11,7 +11,6 @@ import threading
 from sparkcnn.pipeline import stage_keys
 from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.errors import ConfigError
-from sparkcnn.pipeline.query.trials import trial_settings
 from sparkcnn.pipeline.runroot.layout import TRIAL_DOC, TRIALS
 from sparkcnn.pipeline.runroot.lock import RunLock
 from sparkcnn.pipeline.training.run import Run

@@ -210,3 +210,16 @@ def test_a_synced_layer_adds_its_statistics_stages():
     assert defs["bn1_fwd"].inputs["stats"].many and defs["bn1_bwd"].inputs["sums"].source == "bn1_grads"
     assert net.gradient_stages == ("fc1_bwd", "bn1_grads", "conv1_bwd") and net.statistics_stages == ("bn1_stats",)
     assert "bn1_stats" not in net.per_image_stages and "bn1_bwd" in net.per_image_stages
+
+
+def test_stage_definitions_are_derived_once_per_cache_policy_and_not_pickled():
+    import pickle
+
+    net = Network(RESIDUAL, (8, 8, 3), 10)
+    defs = net.stage_defs()
+    assert net.stage_defs() is defs and net.stage_defs({}) is defs
+    recompute = net.stage_defs({"relu_mask": "recompute"})
+    assert recompute is not defs and recompute["stem_relu_bwd"].inputs["saved"].columns == ("out",)
+    assert net.tensor_specs() is net.tensor_specs()
+    copy = pickle.loads(pickle.dumps(net))
+    assert copy._derived == {} and copy.stage_defs() == defs
