@@ -102,16 +102,17 @@ def kernel_table(rows: list[dict], peak: float) -> str:
     def cell(s):
         return f"{s['median']:.4f} [{s['min']:.4f}-{s['max']:.4f}]" if s else "-"
 
-    lines = [f"{'layer':<10}{'forward s [min-max]':>28}{'GFLOP/s':>9}{'backward s [min-max]':>28}{'GFLOP/s':>9}"]
+    width = max(10, *(len(r["layer"]) + 2 for r in rows), *(len(r["type"]) + 2 for r in rows))
+    lines = [f"{'layer':<{width}}{'forward s [min-max]':>28}{'GFLOP/s':>9}{'backward s [min-max]':>28}{'GFLOP/s':>9}"]
     for r in rows:
         bwd = f"{r['backward_flops'] / r['backward']['median'] / 1e9:.1f}" if r["backward"] else "-"
-        lines.append(f"{r['layer']:<10}{cell(r['forward']):>28}"
+        lines.append(f"{r['layer']:<{width}}{cell(r['forward']):>28}"
                      f"{r['forward_flops'] / r['forward']['median'] / 1e9:>9.1f}{cell(r['backward']):>28}{bwd:>9}")
-    lines.append(f"\n{'type':<10}{'forward s':>10}{'GFLOP/s':>9}{'backward s':>11}{'GFLOP/s':>9}{'% of peak':>11}")
+    lines.append(f"\n{'type':<{width}}{'forward s':>10}{'GFLOP/s':>9}{'backward s':>11}{'GFLOP/s':>9}{'% of peak':>11}")
     for kind, t in by_type(rows).items():
         bwd = f"{t['backward_gflops']:.1f}" if t["backward_gflops"] else "-"
         share = f"{100 * t['forward_gflops'] / peak:.0f}/{100 * (t['backward_gflops'] or 0) / peak:.0f}"
-        lines.append(f"{kind:<10}{t['forward_s']:>10.4f}{t['forward_gflops']:>9.1f}{t['backward_s']:>11.4f}{bwd:>9}"
+        lines.append(f"{kind:<{width}}{t['forward_s']:>10.4f}{t['forward_gflops']:>9.1f}{t['backward_s']:>11.4f}{bwd:>9}"
                      f"{share:>11}")
     lines.append(f"matrix-product peak (float32 1024^3, best before and after, same threads): {peak:.1f} GFLOP/s")
     return "\n".join(lines)
