@@ -19,6 +19,7 @@ from sparkcnn.pipeline.query import sql_guard
 from sparkcnn.pipeline.query.tensor_functions import register_functions
 from sparkcnn.pipeline.runroot import folder_index, layout
 from sparkcnn.pipeline.runroot.records import latest_scoring
+from sparkcnn.pipeline.runroot.retention import removed_with
 from sparkcnn.schemas.statistics import BATCH_STATS_SCHEMA, RUNNING_STATS_SCHEMA
 from sparkcnn.schemas.tables import (DEFAULT_CACHE, METRICS_SCHEMA, POOL_ARGMAXES, RELU_MASKS, SCORES_SCHEMA,
                                      STATS_SCHEMA, arrays_schema, images_schema, table_schema)
@@ -137,7 +138,8 @@ def committed(run, wanted, manifest_listing=None, retired_listing=None) -> tuple
     retention removed of each (from the given listings of the two folders, else from new ones)."""
     listing = run.storage.list_stats(layout.MANIFEST) if manifest_listing is None else manifest_listing
     entries = run.manifest.entries([k for k in folder_index.document_names(listing) if wanted(k)], listing)
-    return entries, run.retention.retired_of(entries, retired_listing)
+    retired = run.retention.retired_of(entries, retired_listing)
+    return entries, {k: removed_with(entries[k], gone) if gone else gone for k, gone in retired.items()}
 
 
 def run_id(run) -> str:

@@ -91,11 +91,8 @@ class Retention:
         entry = self.manifest.get(key)
         if entry is None or set(outputs) <= self.retired_outputs(key):
             return
-        folders = {posixpath.dirname(f["path"]) for o in outputs if o in entry["outputs"] for f in entry["outputs"][o]}
-        # removing a folder removes every output that lies in it (a parameter version's running statistics)
-        outputs = tuple(o for o, files in entry["outputs"].items()
-                        if o in outputs or files and all(posixpath.dirname(f["path"]) in folders for f in files))
-        doc = {"key": key, "outputs": sorted(self.retired_outputs(key) | set(outputs)), "at": time.time()}
+        folders = folders_of(entry, outputs)
+        doc = {"key": key, "outputs": sorted(self.retired_outputs(key) | removed_with(entry, outputs)), "at": time.time()}
         self.storage.write_bytes(layout.retired_record(key), json.dumps(doc).encode())
         self.retired_outputs(key)
         self._retired[key] = set(doc["outputs"])
@@ -175,6 +172,20 @@ class Retention:
                 continue
             self.storage.remove(path)
         return {"orphans": len(orphans), "bytes": freed}
+
+
+def folders_of(entry: dict, outputs) -> set[str]:
+    """The folders that hold the files of a manifest entry's given outputs."""
+    return {posixpath.dirname(f["path"]) for o in outputs for f in entry["outputs"].get(o, ())}
+
+
+def removed_with(entry: dict, outputs) -> set[str]:
+    """The outputs of a manifest entry that removing the given outputs' folders removes: those, and every
+    output whose files all lie in those folders (a parameter version's running statistics, which records
+    written before retirement named every output of a folder lack)."""
+    folders = folders_of(entry, outputs)
+    return {o for o, files in entry["outputs"].items()
+            if o in outputs or files and all(posixpath.dirname(f["path"]) in folders for f in files)}
 
 
 def _parse_record(key: str, data: bytes) -> dict | None:

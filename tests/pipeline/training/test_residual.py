@@ -89,4 +89,9 @@ def test_retired_parameter_versions_take_their_running_statistics_and_a_resume_f
     key = stage_keys.iteration_key(1, "update")  # a record written before retirement named the whole folder
     reopened.storage.write_bytes(layout.retired_record(key), json.dumps(
         {"key": key, "outputs": ["params", "velocity"], "at": 0}).encode())
-    assert Run.open(str(root)).verify() == {}
+    old = Run.open(str(root))
+    assert old.verify() == {}
+    sql.register_views(spark, old)  # the running statistics view lists only the versions still kept
+    versions = {r.iteration for r in spark.sql("SELECT DISTINCT iteration FROM params").collect()}
+    assert {r.version for r in spark.sql("SELECT DISTINCT version FROM running_stats").collect()} == versions
+    assert 2 not in versions
