@@ -18,12 +18,14 @@ from sparkcnn.stages.tabular import StageContext
 
 def layer_flops(layer, images: int, input_grad: bool) -> tuple[float, float]:
     """Floating-point operations of a layer's forward and backward on `images` images: multiply-adds count
-    two (conv, fc), every other kernel one per window element it reads."""
+    two (conv, fc), an add one per sum, every other kernel one per window element it reads."""
     out = images * int(np.prod(layer.out_shape))
     if layer.type in ("conv", "fc"):
         fan_in = layer.fan_in
         forward = 2.0 * out * fan_in
         return forward, forward * (2 if input_grad or layer.type == "fc" else 1)
+    if layer.type == "add":  # backward hands dout on to every input: no arithmetic
+        return float(out * (len(layer.inputs) - 1)), 0.0
     if layer.type in ("max_pool", "avg_pool"):
         window = out * layer["size"] ** 2
         return float(window), float(window)
@@ -91,9 +93,14 @@ def by_type(rows: list[dict]) -> dict[str, dict]:
             t["backward_s"] += r["backward"]["median"]
             t["backward_flops"] += r["backward_flops"]
     for t in types.values():
-        t["forward_gflops"] = t["forward_flops"] / t["forward_s"] / 1e9
-        t["backward_gflops"] = t["backward_flops"] / t["backward_s"] / 1e9 if t["backward_s"] else None
+        t["forward_gflops"] = gflops(t["forward_flops"], t["forward_s"]) or 0.0
+        t["backward_gflops"] = gflops(t["backward_flops"], t["backward_s"])
     return types
+
+
+def gflops(flops: float, seconds: float) -> float | None:
+    """GFLOP/s, or None for a pass that does no arithmetic or takes no measurable time."""
+    return flops / seconds / 1e9 if flops and seconds else None
 
 
 def kernel_table(rows: list[dict], peak: float) -> str:
@@ -102,15 +109,19 @@ def kernel_table(rows: list[dict], peak: float) -> str:
     def cell(s):
         return f"{s['median']:.4f} [{s['min']:.4f}-{s['max']:.4f}]" if s else "-"
 
+    def number(value):
+        return f"{value:.1f}" if value else "-"
+
     width = max(10, *(len(r["layer"]) + 2 for r in rows), *(len(r["type"]) + 2 for r in rows))
     lines = [f"{'layer':<{width}}{'forward s [min-max]':>28}{'GFLOP/s':>9}{'backward s [min-max]':>28}{'GFLOP/s':>9}"]
     for r in rows:
-        bwd = f"{r['backward_flops'] / r['backward']['median'] / 1e9:.1f}" if r["backward"] else "-"
-        lines.append(f"{r['layer']:<{width}}{cell(r['forward']):>28}"
-                     f"{r['forward_flops'] / r['forward']['median'] / 1e9:>9.1f}{cell(r['backward']):>28}{bwd:>9}")
+        fwd, bwd = gflops(r["forward_flops"], r["forward"]["median"]), r["backward"] and gflops(
+            r["backward_flops"], r["backward"]["median"])
+        lines.append(f"{r['layer']:<{width}}{cell(r['forward']):>28}{number(fwd):>9}{cell(r['backward']):>28}"
+                     f"{number(bwd):>9}")
     lines.append(f"\n{'type':<{width}}{'forward s':>10}{'GFLOP/s':>9}{'backward s':>11}{'GFLOP/s':>9}{'% of peak':>11}")
     for kind, t in by_type(rows).items():
-        bwd = f"{t['backward_gflops']:.1f}" if t["backward_gflops"] else "-"
+        bwd = number(t["backward_gflops"])
         share = f"{100 * t['forward_gflops'] / peak:.0f}/{100 * (t['backward_gflops'] or 0) / peak:.0f}"
         lines.append(f"{kind:<{width}}{t['forward_s']:>10.4f}{t['forward_gflops']:>9.1f}{t['backward_s']:>11.4f}{bwd:>9}"
                      f"{share:>11}")

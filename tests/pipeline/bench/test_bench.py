@@ -111,7 +111,9 @@ def test_kernel_table_counts_every_layer_and_the_peak():
 def test_kernel_timings_follow_a_residual_graph():
     """A layer reading a layer other than the one before it (a shortcut, an add) is timed on its own inputs,
     batch_norm in training mode (finite timings, every layer once)."""
-    from sparkcnn.pipeline.bench.kernel_speed import measure
+    import numpy as np
+
+    from sparkcnn.pipeline.bench.kernel_speed import kernel_table, layer_flops, measure
     from sparkcnn.schemas.network import Network
     from tests.schemas.test_network import RESIDUAL
 
@@ -119,6 +121,10 @@ def test_kernel_timings_follow_a_residual_graph():
     rows = measure(net, 4, 1)["layers"]
     assert [r["layer"] for r in rows] == [layer.name for layer in net.layers]
     assert {r["type"] for r in rows} >= {"add", "batch_norm", "global_avg_pool"}
+    add = next(layer for layer in net.layers if layer.type == "add")
+    assert layer_flops(add, 4, True) == (4.0 * np.prod(add.out_shape), 0.0)  # backward hands dout on
+    table = kernel_table(rows, 100.0)
+    assert [line.split()[4] for line in table.splitlines() if line.startswith("add ")] == ["-"]
 
 
 def test_three_iterations_of_the_quick_network_match_pytorch():
