@@ -14,7 +14,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from sparkcnn.pipeline.errors import ConfigError
-from sparkcnn.schemas.network import DEFAULT_LAYERS, NetworkError, resolve_layers
+from sparkcnn.schemas.layers import DEFAULT_LAYERS, resolve_layers
+from sparkcnn.schemas.network import NetworkError
 from sparkcnn.schemas.tables import DEFAULT_CACHE, POOL_ARGMAXES, RELU_MASKS
 from sparkcnn.schemas.topology import identity_layers
 

@@ -81,6 +81,6 @@ def topological(resolved) -> list[int]:
 def identity_layers(layers) -> list[dict]:
     """Resolved layers as they enter identities: keys added since run roots existed left out where they
     hold their default, so the identities of runs made before them stay the same."""
-    from sparkcnn.schemas.network import NEW_DEFAULTS
+    from sparkcnn.schemas.layers import NEW_DEFAULTS
 
     return [{k: v for k, v in layer.items() if not (k in NEW_DEFAULTS and v == NEW_DEFAULTS[k])} for layer in layers]

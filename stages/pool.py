@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparkcnn.schemas.network import MAX_POOL_WINDOW
+from sparkcnn.schemas.layers import MAX_POOL_WINDOW
 from sparkcnn.stages.tabular import StageResult, backward_result, layer_input, per_image_table, tensor
 
 TILE_BYTES = 1 << 18  # input bytes of the images pooled together: they stay in a core's L2 cache

@@ -7,7 +7,8 @@ import pytest
 
 from sparkcnn.pipeline import config
 from sparkcnn.pipeline.errors import ConfigError
-from sparkcnn.schemas.network import DEFAULT_LAYERS, Network, NetworkError, resolve_layers
+from sparkcnn.schemas.layers import DEFAULT_LAYERS, resolve_layers
+from sparkcnn.schemas.network import Network, NetworkError
 from sparkcnn.stages import batch_norm
 
 CIFAR = ((32, 32, 3), 10)
