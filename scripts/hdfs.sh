@@ -6,11 +6,13 @@
 #   scripts/hdfs.sh stop-datanode N [DIR]   stop DataNode N (1 or 2), to test failures
 # Ports come from SPARKCNN_HDFS_PORT (NameNode RPC, default 9820); the NameNode URL is hdfs://127.0.0.1:PORT,
 # its web server (WebHDFS) listens on PORT+50; DIR/conf/nn is a HADOOP_CONF_DIR that names both.
+# Every block is kept SPARKCNN_HDFS_REPLICATION times (1 or 2, default 2: one copy on each DataNode).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 action="${1:-start}"
 if [ "$action" = stop-datanode ]; then node="${2:?which DataNode}"; dir="${3:-/tmp/sparkcnn-hdfs}"; else dir="${2:-/tmp/sparkcnn-hdfs}"; fi
 port="${SPARKCNN_HDFS_PORT:-9820}"
+replication="${SPARKCNN_HDFS_REPLICATION:-2}"
 cache="${SPARKCNN_CACHE:-$HOME/.cache/sparkcnn}"
 version=$(sed -n 's:.*<hadoop.version>\(.*\)</hadoop.version>.*:\1:p' "$here/hadoop/pom.xml")
 lib="$cache/hadoop-$version/lib"
@@ -35,7 +37,7 @@ site() {  # site CONF_DIR [extra properties as name=value ...]
 XML
   {
     echo "<configuration>"
-    for kv in "dfs.replication=2" "dfs.namenode.rpc-address=127.0.0.1:$port" \
+    for kv in "dfs.replication=$replication" "dfs.namenode.rpc-address=127.0.0.1:$port" \
               "dfs.namenode.http-address=127.0.0.1:$((port + 50))" "dfs.namenode.name.dir=file://$dir/name" \
               "dfs.permissions.enabled=false" "dfs.namenode.safemode.extension=0" \
               "dfs.namenode.heartbeat.recheck-interval=5000" "dfs.heartbeat.interval=1" \
@@ -81,7 +83,7 @@ start() {
     done
     if "${admin[@]}" -report -live 2>/dev/null | grep -q "Live datanodes (2)" \
        && "${admin[@]}" -safemode get 2>/dev/null | grep -q "OFF"; then
-      echo "HDFS up: hdfs://127.0.0.1:$port, WebHDFS 127.0.0.1:$((port + 50)) (data under $dir)"
+      echo "HDFS up: hdfs://127.0.0.1:$port, WebHDFS 127.0.0.1:$((port + 50)), replication $replication (data under $dir)"
       echo "for sparkcnn: export HADOOP_CONF_DIR=$dir/conf/nn"
       return 0
     fi

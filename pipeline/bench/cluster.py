@@ -2,6 +2,7 @@
 one SparkContext): staged on local disk (a folder every worker reaches), staged on HDFS, memory, fused."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 from sparkcnn.pipeline import config
+from sparkcnn.pipeline.errors import DataError, RunError
 
 
 def cluster_rows(cfg, master: str, images: int, repeat: int, hdfs_root: str | None, work: Path) -> list:
@@ -24,27 +26,41 @@ def cluster_rows(cfg, master: str, images: int, repeat: int, hdfs_root: str | No
     work.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps({"config": cfg.to_dict(), "master": master, "images": images, "repeat": repeat,
                                 "rows": benched}))
+    result.unlink(missing_ok=True)
     done = subprocess.run([sys.executable, "-m", "sparkcnn.pipeline.bench.cluster", str(spec), str(result)])
-    if done.returncode != 0:
-        raise RuntimeError(f"the cluster rows on {master} failed (exit {done.returncode}); see the output above")
-    return [Row(**{**row, "name": f"{row['name']} on {master}"}) for row in json.loads(result.read_text())]
+    measured = json.loads(result.read_text()) if result.exists() else {"error": f"exit code {done.returncode}"}
+    if "error" in measured:
+        raise RunError(f"the cluster rows on {master} failed: {measured['error']}"
+                       + (f" (details: {measured['details']})" if measured.get("details") else ""))
+    return [Row(**{**row, "name": f"{row['name']} on {master}"}) for row in measured["rows"]]
 
 
 def main(spec_path: str, result_path: str) -> int:
+    """Measure the spec's rows and write them to `result_path`, or the error that stopped them (one line, the
+    trace in a log file) for the parent to report."""
     from sparkcnn.pipeline.bench.render import table
     from sparkcnn.pipeline.bench.spark_rows import bench_mode
-    from sparkcnn.pipeline.spark.session import session
+    from sparkcnn.pipeline.cli.failures import write_failure_log
+    from sparkcnn.pipeline.spark.session import jvm_ended, session
+    from sparkcnn.pipeline.training.driver import failure_reason
 
     spec = json.loads(Path(spec_path).read_text())
     cfg = config.from_dict(config.apply_overrides(spec["config"], [f'spark.master="{spec["master"]}"']))
-    spark = session(cfg)
     rows = []
-    for name, mode, root in spec["rows"]:
-        row = bench_mode(spark, cfg, mode, spec["images"], spec["repeat"], root if "://" in root else Path(root))
-        row.name = name
-        rows.append(row)
-        print(table([row], None).splitlines()[-1].replace("n/a", "   ") + f"   (on {spec['master']})", flush=True)
-    Path(result_path).write_text(json.dumps([r.__dict__ for r in rows]))
+    try:
+        spark = session(cfg)
+        for name, mode, root in spec["rows"]:
+            row = bench_mode(spark, cfg, mode, spec["images"], spec["repeat"], root if "://" in root else Path(root))
+            row.name = name
+            rows.append(row)
+            print(table([row], None).splitlines()[-1].replace("n/a", "   ") + f"   (on {spec['master']})",
+                  flush=True)
+    except Exception as e:
+        reason = str(e) if isinstance(e, (RunError, DataError)) else jvm_ended(e) or failure_reason(e)
+        details = write_failure_log(argparse.Namespace(command="bench"), None, e)
+        Path(result_path).write_text(json.dumps({"error": reason, "details": details}))
+        return 1
+    Path(result_path).write_text(json.dumps({"rows": [r.__dict__ for r in rows]}))
     return 0
 
 

@@ -52,12 +52,17 @@ class Fit:
     fused: float
 
 
+def slots_of(row: dict, default: int) -> int:
+    return row.get("slots") or default
+
+
 def fit(bench: dict, slots: int) -> Fit:
+    """The model's terms from a bench run whose local rows ran on `slots` task slots (unless the rows say)."""
     rows = {r["name"]: r for r in bench["rows"]}
     staged = rows["staged"]
+    slots = slots_of(staged, slots)
     compute = sum(p["compute"] for p in staged["phases"].values())
     io = staged["storage"]
-    moved = io["bytes_written"] + io["bytes_read"]
     fixed, file_s, byte_s = {}, {}, {}
     for storage, name in (("local", "staged"), ("hdfs", "staged on hdfs")):
         row = rows.get(name)
@@ -67,21 +72,29 @@ def fit(bench: dict, slots: int) -> Fit:
         per_file = bench.get("file_costs", {}).get(storage)
         a_w, a_r = (per_file["write_ms"] / 1000, per_file["read_ms"] / 1000) if per_file else (0.0, 0.0)
         file_s[storage] = (a_w, a_r)
-        byte_s[storage] = max(0.0, busy - a_w * io["files_written"] - a_r * io["files_read"]) / moved
+        copies = io["bytes_written"] * replication_of(row, storage) + io["bytes_read"]
+        byte_s[storage] = max(0.0, busy - a_w * io["files_written"] - a_r * io["files_read"]) / copies
         fixed[storage] = row["fixed_cost"] or 0.0
     stages = len(staged["phases"])
     memory = rows["memory"]
     fixed["memory"] = memory["fixed_cost"] or 0.0
-    k_mem = max(0.0, (memory["total"] - stages * fixed["memory"]) * slots - compute) / io["bytes_written"]
+    k_mem = (max(0.0, (memory["total"] - stages * fixed["memory"]) * slots_of(memory, slots) - compute)
+             / io["bytes_written"])
     return Fit(stages, compute, io["bytes_written"], io["bytes_read"], io["files_written"], io["files_read"],
                staged["phases"].get("update", {}).get("mb_written", 0.0) * MB / 2, fixed, file_s, byte_s, k_mem,
-               max(0.0, rows["fused"]["total"] - compute / slots))
+               max(0.0, rows["fused"]["total"] - compute / slots_of(rows["fused"], slots)))
 
 
-def staged_here(f: Fit, storage: str, slots: int) -> float:
-    """Staged mode on the machine the bench ran on."""
+def replication_of(row: dict, storage: str) -> int:
+    """Copies of each written byte: HDFS's replication as the row recorded it (2 in bench.json files from
+    before rows recorded it: scripts/hdfs.sh's), local disk 1."""
+    return row.get("replication") or 2 if storage == "hdfs" else 1
+
+
+def staged_here(f: Fit, storage: str, slots: int, replication: int = 1) -> float:
+    """Staged mode on the machine the bench ran on, with `slots` task slots and `replication` copies."""
     a_w, a_r = f.file_s[storage]
-    busy = f.files_written * a_w + f.files_read * a_r + f.byte_s[storage] * (f.written + f.read)
+    busy = f.files_written * a_w + f.files_read * a_r + f.byte_s[storage] * (f.written * replication + f.read)
     return f.stages * f.fixed[storage] + (f.compute + busy) / slots
 
 
@@ -100,19 +113,24 @@ def in_memory(f: Fit, mode: str, shape: Shape) -> float:
     return f.stages * f.fixed["memory"] + (f.compute + f.written * f.k_mem) / shape.slots + network
 
 
-def check(bench: dict, f: Fit) -> list[tuple[str, float, float]]:
-    """(row, predicted, measured): the local[2] rows (staged on local disk and on HDFS share only their
-    compute and byte counts) and the cluster rows, predicted from the local[2] fit."""
-    rows = {r["name"]: r for r in bench["rows"]}
-    out = [(name, staged_here(f, storage, 2), rows[name]["total"])
-           for storage, name in (("local", "staged"), ("hdfs", "staged on hdfs")) if storage in f.file_s]
-    for name, row in rows.items():
-        if " on spark://" not in name:
-            continue
-        if name.startswith("staged"):
-            out.append((name, staged_here(f, "hdfs" if "hdfs" in name else "local", 2), row["total"]))
-        else:
-            out.append((name, in_memory(f, name.split()[0], Shape(1, 2, 0, float("inf"), 1)), row["total"]))
+def check(bench: dict, f: Fit, slots: int, label: str = "") -> list[tuple[str, float, float]]:
+    """(row, predicted, measured) for every Spark row of a bench run, predicted from the fit `f` (of this run
+    or another) with the row's own task slots and replication: staged on local disk and on HDFS share only
+    their compute and byte counts; the cluster rows and the rows of another run (another replication or
+    worker count) are predictions from a fit on the local rows."""
+    out = []
+    for row in bench["rows"]:
+        name, mode = row["name"], row["name"].split()[0].rstrip(",")
+        if mode not in ("staged", "memory", "fused") or "job per stage" in name or (name == mode != "staged"
+                                                                                   and not label):
+            continue  # not a Spark row, or one the fit was made from
+        on = slots_of(row, slots)
+        storage = "hdfs" if "hdfs" in name else "local"
+        shown = f"{name} ({on} slot{'s' * (on > 1)}{f', replication {replication_of(row, storage)}' if storage == 'hdfs' else ''}){label}"
+        if mode == "staged" and storage in f.file_s:
+            out.append((shown, staged_here(f, storage, on, replication_of(row, storage)), row["total"]))
+        elif mode != "staged":
+            out.append((shown, in_memory(f, mode, Shape(1, on, 0, float("inf"), 1)), row["total"]))
     return out
 
 
@@ -122,12 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=2, help="task slots of the bench's local rows (local[2]: 2)")
     parser.add_argument("--disk-mb-s", type=float, default=200.0, help="disk bandwidth of a node")
     parser.add_argument("--cores", type=int, default=4, help="cores per executor")
+    parser.add_argument("--against", action="append", default=[], metavar="BENCH_JSON",
+                        help="also predict the rows of another bench run (another replication or worker count) "
+                             "from this one's fit")
     args = parser.parse_args(argv)
     bench = json.loads(open(args.bench_json).read())
     f = fit(bench, args.slots)
+    checked = check(bench, f, args.slots)
+    for other in args.against:
+        checked += check(json.loads(open(other).read()), f, args.slots, f" [{other}]")
+    width = max(len(name) for name, _, _ in checked)
     print("the model against what was measured (seconds per iteration):")
-    for name, predicted, measured in check(bench, f):
-        print(f"  {name:<40} predicted {predicted:7.3f}  measured {measured:7.3f}  "
+    for name, predicted, measured in checked:
+        print(f"  {name:<{width}}  predicted {predicted:7.3f}  measured {measured:7.3f}  "
               f"error {predicted / measured - 1:+.0%}")
     print(f"\nPREDICTION, not measured: seconds per iteration of {bench['images']} images on clusters of executors "
           f"with {args.cores} cores, {args.disk_mb_s:.0f} MB/s disks, HDFS with replication 3:")

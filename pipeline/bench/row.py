@@ -27,6 +27,8 @@ class Row:
     threads: str = ""
     low: float | None = None
     high: float | None = None
+    slots: int | None = None  # the task slots a Spark row ran on (local[N]: N; a cluster: its executors' cores)
+    replication: int | None = None  # copies of every byte a staged row wrote (HDFS: dfs.replication; else 1)
 
     @property
     def total(self) -> float:

@@ -11,10 +11,12 @@ from sparkcnn.pipeline import config, stage_keys
 from sparkcnn.pipeline.bench import storage as bench_storage
 from sparkcnn.pipeline.bench.row import Row
 from sparkcnn.pipeline.config import Config
+from sparkcnn.pipeline.runroot import hdfs
 from sparkcnn.pipeline.training import modes
 from sparkcnn.pipeline.training.run import Run
 
 MODES = tuple(modes.MODES)
+HDFS_DEFAULT_REPLICATION = 3  # a NameNode's dfs.replication unless its hdfs-site.xml says otherwise
 
 
 def rss_mb(pid: int) -> float:
@@ -76,7 +78,18 @@ def bench_mode(spark, cfg: Config, mode: str, images: int, repeat: int, root: Pa
                per_stage.get("loss") if modes.MODES[mode].times_stages else None, io_cost(entries),
                stage_phases(entries), bench_storage.stage_io(entries, ops.ops, repeat), run.storage.url,
                bench_storage.params_digest(run, 1 + repeat), threads=f"1 each, {cfg.spark.partitions} tasks",
-               low=min(totals), high=max(totals))
+               low=min(totals), high=max(totals), slots=task_slots(spark.sparkContext),
+               replication=int(run.storage.options.get(hdfs.REPLICATION) or HDFS_DEFAULT_REPLICATION)
+               if run.storage.hdfs else 1)
+
+
+def task_slots(sc) -> int:
+    """Tasks that can run at once: a local master's threads, or the executors' cores (spark.executor.cores
+    each, 1 unless set: a standalone executor without it takes its worker's cores, 1 on scripts/spark-cluster.sh)."""
+    if sc.master.startswith("local"):
+        return sc.defaultParallelism
+    executors = len(sc._jsc.sc().statusTracker().getExecutorInfos()) - 1  # the driver is listed too
+    return max(1, executors) * int(sc.getConf().get("spark.executor.cores", "1"))
 
 
 def io_cost(entries: list[dict]) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,8 @@ PYTHON_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 DYING_JVM = ("OutOfMemoryError", "Connection refused", "Answer from Java side is empty",
              "Error while sending or receiving")
 JVM_EXIT_WAIT_S = 10.0
+LOST_EXECUTOR = re.compile(r"ExecutorLostFailure \(executor (\S+) exited[^)]*\) Reason: Command exited with code (\d+)")
+OOM_EXIT_CODE = 52  # what Spark's executor exits with on java.lang.OutOfMemoryError
 FORBID_JVM = "SPARKCNN_FORBID_JVM"  # set by the test suite where no JVM may start
 
 
@@ -169,6 +172,20 @@ def jvm_ended(error: BaseException | None = None) -> str | None:
         return (f"Spark's JVM ran out of memory (java.lang.OutOfMemoryError) and ended; it had "
                 f"spark.driver.memory={Console.driver_memory}, a larger value goes under [spark.conf] in the config")
     return f"Spark's JVM ended (exit code {code})"
+
+
+def executor_lost(text: str) -> str | None:
+    """A task's executor that died under it (a Spark job's failure text), as one line; None if none did."""
+    match = LOST_EXECUTOR.search(text)
+    if match is None:
+        return None
+    executor, code = match.group(1), int(match.group(2))
+    if code != OOM_EXIT_CODE:
+        return f"executor {executor} ended while running a task (exit code {code})"
+    context = active_context()
+    memory = context.getConf().get("spark.executor.memory", "1g") if context is not None else "its default"
+    return (f"executor {executor} ran out of memory (java.lang.OutOfMemoryError, exit code {code}) while running "
+            f"a task; it had spark.executor.memory={memory}, a larger value goes under [spark.conf] in the config")
 
 
 def active_context():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sparkcnn.pipeline import stage_keys
 from sparkcnn.pipeline.errors import DataError, JobFailed, RunError, StageFailed
 from sparkcnn.pipeline.spark import signals
-from sparkcnn.pipeline.spark.session import jvm_ended
+from sparkcnn.pipeline.spark.session import executor_lost, jvm_ended
 from sparkcnn.pipeline.training import runners
 from sparkcnn.pipeline.training.committer import StageOutcome
 from sparkcnn.pipeline.training.environment import StageEnvironment
@@ -27,8 +27,11 @@ NOT_A_CAUSE = ("org.apache.", "java.", "scala.", "py4j.", "pyspark.errors.")
 
 def failure_reason(error: BaseException) -> str:
     """The root cause of an error, also when it comes back from a Spark task as a long trace:
-    the last line that names a Python exception, not the Java or py4j wrappers around it."""
+    the last line that names a Python exception, not the Java or py4j wrappers around it, or the executor
+    that died under the task."""
     text = str(error)
+    if lost := executor_lost(text):
+        return lost
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     causes = [ln for ln in lines if ERROR_LINE.match(ln) and not ln.startswith(NOT_A_CAUSE)]
     if causes:

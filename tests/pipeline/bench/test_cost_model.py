@@ -30,8 +30,22 @@ def test_the_fit_reproduces_the_staged_rows_it_was_fitted_to():
     b = bench()
     f = cost_model.fit(b, slots=2)
     assert f.compute == 4.0 and f.fixed == {"local": 0.05, "hdfs": 0.3, "memory": 0.2}
-    for name, predicted, measured in cost_model.check(b, f):
+    checked = cost_model.check(b, f, slots=2)
+    assert [name.split(" (")[0] for name, _, _ in checked] == ["staged", "staged on hdfs"]  # memory, fused: fitted
+    for name, predicted, measured in checked:
         assert predicted == pytest.approx(measured), name
+
+
+def test_another_runs_replication_and_task_slots_move_the_prediction_as_the_formula_says():
+    f = cost_model.fit(bench(), slots=2)  # its HDFS row without a recorded replication: scripts/hdfs.sh's 2
+    other = bench()
+    hdfs = other["rows"][1]
+    # 10 stages x 0.3 fixed + (4 s compute + 50 x 20 ms + 50 x 5 ms for files + 2.25 ns a byte copy x 2 GB) / 1 slot
+    hdfs.update(replication=1, slots=1, total=5 * 0.3 + (4 + 1.25 + 2.25e-9 * 2e9) / 1)
+    (name, predicted, measured), = [c for c in cost_model.check(other, f, slots=2, label=" [other]")
+                                    if "hdfs" in c[0]]
+    assert name == "staged on hdfs (1 slot, replication 1) [other]" and predicted == pytest.approx(measured)
+    assert cost_model.staged_here(f, "hdfs", 1, 2) > predicted  # a second copy of every byte costs
 
 
 def test_predictions_shrink_with_executors_and_replication_costs_bytes():
@@ -47,6 +61,6 @@ def test_predictions_shrink_with_executors_and_replication_costs_bytes():
 def test_main_labels_what_it_predicts(tmp_path, capsys):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(bench()))
-    assert cost_model.main([str(path)]) == 0
+    assert cost_model.main([str(path), "--against", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "error" in out and "PREDICTION, not measured" in out
+    assert "error" in out and "PREDICTION, not measured" in out and f"fused (2 slots) [{path}]" in out

@@ -188,6 +188,10 @@ def test_bench_rows_on_hdfs_and_the_cluster_train_what_local_staged_trains(servi
     for name in ["staged on hdfs", *on_cluster]:
         assert rows[name]["same_params"] is True, name
     assert rows["staged on hdfs"]["root"].startswith(f"{HDFS}/bench/")
+    # the shape each row ran on, for the cost model: local[2]'s threads, the cluster's 2 one-core workers
+    assert {(r["slots"], r["replication"]) for n, r in rows.items() if n.startswith(("staged", "memory", "fused"))
+            and "hdfs" not in n} == {(2, 1)}
+    assert rows["staged on hdfs"]["replication"] == rows[on_cluster[1]]["replication"] == 2
     local, remote = rows["staged"]["storage"], rows["staged on hdfs"]["storage"]
     assert rows["staged on hdfs"]["bytes_written"] == rows["staged"]["bytes_written"] > 0
     assert remote["files_written"] == local["files_written"] > 0 and remote["files_read"] == local["files_read"] > 0

@@ -19,3 +19,17 @@ def test_sessions_that_query_a_run_compile_with_c1_only_unless_the_config_says_o
     assert C1_ONLY not in java_options(full, querying=True) and C1_ONLY in java_options(quick, querying=False)
     own = dataclasses.replace(auto, spark=dataclasses.replace(auto.spark, conf={"spark.driver.extraJavaOptions": "-Dx=1"}))
     assert java_options(own, querying=True).split() == ["-Dx=1", C1_ONLY]  # the config's own options are kept
+
+
+def test_an_executor_that_died_under_a_task_is_named_not_py4js_wrapper():
+    from sparkcnn.pipeline.training.driver import failure_reason
+
+    job = ("An error occurred while calling z:org.apache.spark.api.python.PythonRDD.collectAndServe.\n"
+           ": org.apache.spark.SparkException: Job aborted due to stage failure: Task 1 in stage 117.0 failed 4 times, "
+           "most recent failure: Lost task 1.3 in stage 117.0 (TID 224) (127.0.0.1 executor 3): ExecutorLostFailure "
+           "(executor 3 exited caused by one of the running tasks) Reason: Command exited with code {}\n"
+           "Driver stacktrace:\n\tat org.apache.spark.scheduler.DAGScheduler.abortStage(DAGScheduler.scala:4568)")
+    oom = failure_reason(RuntimeError(job.format(52)))
+    assert oom.startswith("executor 3 ran out of memory") and "spark.executor.memory=" in oom and "[spark.conf]" in oom
+    assert failure_reason(RuntimeError(job.format(137))) == "executor 3 ended while running a task (exit code 137)"
+    assert failure_reason(RuntimeError("ValueError: bad shape")) == "ValueError: bad shape"
