@@ -2,11 +2,11 @@
 one SparkContext): staged on local disk (a folder every worker reaches), staged on HDFS, memory, fused."""
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from sparkcnn.pipeline import config
@@ -40,8 +40,7 @@ def main(spec_path: str, result_path: str) -> int:
     trace in a log file) for the parent to report."""
     from sparkcnn.pipeline.bench.render import table
     from sparkcnn.pipeline.bench.spark_rows import bench_mode
-    from sparkcnn.pipeline.cli.failures import write_failure_log
-    from sparkcnn.pipeline.spark.session import jvm_ended, session
+    from sparkcnn.pipeline.spark.session import jvm_ended, jvm_log_tail, session
     from sparkcnn.pipeline.training.driver import failure_reason
 
     spec = json.loads(Path(spec_path).read_text())
@@ -57,8 +56,9 @@ def main(spec_path: str, result_path: str) -> int:
                   flush=True)
     except Exception as e:
         reason = str(e) if isinstance(e, (RunError, DataError)) else jvm_ended(e) or failure_reason(e)
-        details = write_failure_log(argparse.Namespace(command="bench"), None, e)
-        Path(result_path).write_text(json.dumps({"error": reason, "details": details}))
+        details = Path(result_path).with_name("cluster-failure.log")
+        details.write_text("".join(traceback.format_exception(type(e), e, e.__traceback__)) + jvm_log_tail())
+        Path(result_path).write_text(json.dumps({"error": reason, "details": str(details)}))
         return 1
     Path(result_path).write_text(json.dumps({"rows": [r.__dict__ for r in rows]}))
     return 0
