@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,12 +17,11 @@ import pyarrow.compute as pc
 from sparkcnn.pipeline.runroot.layout import output_path
 from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.spark import chain, faults
-from sparkcnn.schemas.tables import TASK_RESULT_SCHEMA, table_schema, table_to_arrays
+from sparkcnn.schemas.tables import KEY_COLUMNS, TASK_RESULT_SCHEMA, table_schema, table_to_arrays
 from sparkcnn.stages import registry
 from sparkcnn.stages.tabular import StageContext
 
 _LOADED: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-READ_AHEAD = 2  # units whose inputs a task reads ahead off local disk (their tables held meanwhile)
 
 
 @dataclass(frozen=True)
@@ -75,40 +73,18 @@ def result_row(part: str, output: str, path: str, rows: int, size: int, values: 
             "data": data}
 
 
-def read_inputs(task: StageTask, unit: Unit) -> dict:
-    """A unit's input tables by input name (a list for an input of many files)."""
-    inputs = {}
-    for name, paths in unit.inputs.items():
-        tables = [task.storage.read_parquet(p, task.columns.get(name)) for p in paths]
-        inputs[name] = tables if name in task.many else tables[0]
-    return inputs
-
-
-def run_units(task: StageTask, units: list[Unit]) -> list[dict]:
-    """run_unit over units in order. Off local disk, the inputs of the next READ_AHEAD units are read in
-    the background while a unit computes and writes, so a stage of small files waits for about one read,
-    not one a unit."""
-    if task.storage.local or len(units) < 2:
-        return [row for unit in units for row in run_unit(task, unit)]
-    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="read-ahead") as pool:
-        reads = [pool.submit(read_inputs, task, unit) for unit in units[:READ_AHEAD + 1]]
-        rows = []
-        for i, unit in enumerate(units):
-            if i + READ_AHEAD + 1 < len(units):
-                reads.append(pool.submit(read_inputs, task, units[i + READ_AHEAD + 1]))
-            rows += run_unit(task, unit, reads[i])
-            reads[i] = None
-        return rows
-
-
-def run_unit(task: StageTask, unit: Unit, reading: Future | None = None) -> list[dict]:
-    """A unit's outputs written (its inputs read here, or by `reading`); each result row also carries the
-    unit's timing: when it started (wall clock) and the seconds it spent reading (or waiting for its
-    inputs), computing and writing."""
+def run_unit(task: StageTask, unit: Unit) -> list[dict]:
+    """A unit's outputs written; each result row also carries the unit's timing: when it started
+    (wall clock) and the seconds it spent reading, computing and writing."""
     start, t0 = time.time(), time.perf_counter()
     fn = registry.stage_function(task.function)
     ctx = task.params.bind(task.context) if task.params else task.context
-    inputs = reading.result() if reading is not None else read_inputs(task, unit)
+    inputs = {}
+    for name, paths in unit.inputs.items():
+        columns = task.columns.get(name)
+        ranged = columns is not None and not set(KEY_COLUMNS) & set(columns)  # some tensors of a wider table
+        tables = [task.storage.read_parquet(p, columns, ranged) for p in paths]
+        inputs[name] = tables if name in task.many else tables[0]
     t1 = time.perf_counter()
     result = fn(inputs, ctx)
     t2 = time.perf_counter()

@@ -22,7 +22,7 @@ from sparkcnn.pipeline.errors import JobFailed
 from sparkcnn.pipeline.runroot import layout
 from sparkcnn.pipeline.runroot.layout import progress_record
 from sparkcnn.pipeline.runroot.storage import Storage
-from sparkcnn.pipeline.spark.executor import FusedTask, StageTask, Unit, run_fused_unit, run_units
+from sparkcnn.pipeline.spark.executor import FusedTask, StageTask, Unit, run_fused_unit, run_unit
 
 POLL_LOCAL_S = 0.01
 POLL_REMOTE_S = 0.02
@@ -77,10 +77,9 @@ def execute(task: StageTask | FusedTask | MultiStageTask, indices):
         if isinstance(task, MultiStageTask):
             yield from run_stages_of_partition(task, list(indices))
             return
-        units = [task.units[index] for index in indices]
+        run = run_fused_unit if isinstance(task, FusedTask) else run_unit
         with task.storage.deferred_writes():
-            rows = ([row for unit in units for row in run_fused_unit(task, unit)] if isinstance(task, FusedTask)
-                    else run_units(task, units))
+            rows = [row for index in indices for row in run(task, task.units[index])]
         yield from rows
 
 
@@ -95,8 +94,8 @@ def run_stages_of_partition(task: MultiStageTask, indices: list[int]) -> Iterato
         if not task.storage.exists(record):
             try:
                 with task.storage.deferred_writes():
-                    rows = [{**row, "key": stage.key}
-                            for row in run_units(stage, [_resolved(stage.units[i], written) for i in indices])]
+                    rows = [{**row, "key": stage.key} for index in indices
+                            for row in run_unit(stage, _resolved(stage.units[index], written))]
             except Exception:
                 with contextlib.suppress(Exception):
                     task.storage.write_bytes(progress_record(task.progress_dir, stage.key, indices[0], True), b"")
