@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from sparkcnn.pipeline.runroot.layout import output_path
 from sparkcnn.pipeline.runroot.storage import Storage
 from sparkcnn.pipeline.spark import chain, faults
-from sparkcnn.schemas.tables import KEY_COLUMNS, TASK_RESULT_SCHEMA, table_schema, table_to_arrays
+from sparkcnn.schemas.tables import TASK_RESULT_SCHEMA, table_schema, table_to_arrays
 from sparkcnn.stages import registry
 from sparkcnn.stages.tabular import StageContext
 
@@ -66,6 +66,7 @@ class StageTask:
     units: list[Unit] = field(default_factory=list)
     key: str = ""
     params: Params | None = None
+    ranged: frozenset = frozenset()  # inputs read by their columns' byte ranges where that saves bytes
 
 
 def result_row(part: str, output: str, path: str, rows: int, size: int, values: dict, data: bytes | None = None) -> dict:
@@ -81,9 +82,7 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     ctx = task.params.bind(task.context) if task.params else task.context
     inputs = {}
     for name, paths in unit.inputs.items():
-        columns = task.columns.get(name)
-        ranged = columns is not None and not set(KEY_COLUMNS) & set(columns)  # some tensors of a wider table
-        tables = [task.storage.read_parquet(p, columns, ranged) for p in paths]
+        tables = [task.storage.read_parquet(p, task.columns.get(name), name in task.ranged) for p in paths]
         inputs[name] = tables if name in task.many else tables[0]
     t1 = time.perf_counter()
     result = fn(inputs, ctx)
