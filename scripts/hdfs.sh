@@ -24,7 +24,9 @@ JAVA_OPTS="${java_opts[*]}"
 fetch() {
   if [ ! -f "$lib/.complete" ] || [ "$here/hadoop/pom.xml" -nt "$lib/.complete" ]; then
     mkdir -p "$lib"
-    mvn -q -B -f "$here/hadoop/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib"
+    local out  # Maven 3.8 prints colour resets even when quiet: shown only when it fails
+    out=$(mvn -q -B -f "$here/hadoop/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$lib" 2>&1) || { echo "$out" >&2; return 1; }
     touch "$lib/.complete"
   fi
 }

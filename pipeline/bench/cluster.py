@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -13,13 +12,12 @@ from sparkcnn.pipeline import config
 from sparkcnn.pipeline.errors import DataError, RunError
 
 
-def cluster_rows(cfg, master: str, images: int, repeat: int, hdfs_root: str | None, work: Path) -> list:
-    """Rows measured on the cluster at `master`, named "<row> on <master>"."""
+def cluster_rows(cfg, master: str, images: int, repeat: int, hdfs_run_root: str | None, work: Path) -> list:
+    """Rows measured on the cluster at `master`, named "<row> on <master>" (staged on HDFS in `hdfs_run_root`)."""
     from sparkcnn.pipeline.bench.row import Row
 
     benched = [("staged", "staged", str(work / f"cluster-staged-{images}")),
-               *([("staged on hdfs", "staged", f"{hdfs_root.rstrip('/')}/cluster-{images}-{time.time_ns()}")]
-                 if hdfs_root else []),
+               *([("staged on hdfs", "staged", hdfs_run_root)] if hdfs_run_root else []),
                ("memory", "memory", str(work / f"cluster-memory-{images}")),
                ("fused", "fused", str(work / f"cluster-fused-{images}"))]
     spec, result = work / "cluster-spec.json", work / "cluster-rows.json"

@@ -20,6 +20,7 @@ from sparkcnn.pipeline.bench.row import Row
 from sparkcnn.pipeline.bench.spark_rows import MODES, bench_mode, epoch_memory
 from sparkcnn.pipeline.config import Config
 from sparkcnn.pipeline.data import ingest
+from sparkcnn.pipeline.runroot.storage import Storage
 
 CACHE_VARIANTS = {
     "default (bitmask, int8)": [],
@@ -40,6 +41,22 @@ def ingest_count(cfg: Config) -> int:
 def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Path, torch: bool = True,
               hdfs_root: str | None = None, cache_variants: bool = True, epoch_sizes: list[int] = (),
               master: str | None = None) -> dict:
+    """The bench (see the module's docstring). Its run roots on HDFS (staged on HDFS, on `local[2]` and on
+    the cluster: gigabytes each) are removed when it ends; those on local disk stay in `out`/runs until the
+    next bench."""
+    scratch = [f"{hdfs_root.rstrip('/')}/{kind}-{images}-{time.time_ns()}" for kind in ("bench", "cluster")
+               ] if hdfs_root else [None, None]
+    try:
+        return _run_bench(cfg, images, scaling, repeat, out, torch, hdfs_root, scratch, cache_variants, epoch_sizes,
+                          master)
+    finally:
+        for root in filter(None, scratch):
+            Storage(root).remove("")
+
+
+def _run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Path, torch: bool,
+               hdfs_root: str | None, scratch: list[str | None], cache_variants: bool, epoch_sizes: list[int],
+               master: str | None) -> dict:
     from sparkcnn.pipeline.spark.session import session
 
     out.mkdir(parents=True, exist_ok=True)
@@ -66,14 +83,14 @@ def run_bench(cfg: Config, images: int, scaling: list[int], repeat: int, out: Pa
     benched = [(m, m, work / f"{m}-{images}", []) for m in MODES]
     benched.insert(1, ("staged, job per stage", "staged", work / f"staged-jobs-{images}", ["run.job_per_stage=true"]))
     if hdfs_root:
-        benched.insert(1, ("staged on hdfs", "staged", f"{hdfs_root.rstrip('/')}/bench-{images}-{time.time_ns()}", []))
+        benched.insert(1, ("staged on hdfs", "staged", scratch[0], []))
     for name, mode, root, extra in benched:
         row = bench_mode(spark, cfg, mode, images, repeat, Path(root) if "://" not in str(root) else root, extra)
         row.name = name
         rows.append(row)
         print(table([row], torch_cpu).splitlines()[-1], flush=True)
     if master:
-        rows += bench_cluster.cluster_rows(cfg, master, images, repeat, hdfs_root, work)
+        rows += bench_cluster.cluster_rows(cfg, master, images, repeat, scratch[1], work)
     staged = next(r for r in rows if r.name == "staged")
     for r in rows:
         r.same_params = r.params_digest == staged.params_digest if r.params_digest else None

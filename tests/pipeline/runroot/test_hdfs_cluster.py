@@ -188,6 +188,8 @@ def test_bench_rows_on_hdfs_and_the_cluster_train_what_local_staged_trains(servi
     for name in ["staged on hdfs", *on_cluster]:
         assert rows[name]["same_params"] is True, name
     assert rows["staged on hdfs"]["root"].startswith(f"{HDFS}/bench/")
+    # the bench's HDFS run roots (gigabytes at real sizes) are gone once it ends
+    assert not any(Storage(rows[name]["root"]).exists("") for name in ("staged on hdfs", on_cluster[1]))
     # the shape each row ran on, for the cost model: local[2]'s threads, the cluster's 2 one-core workers
     assert {(r["slots"], r["replication"]) for n, r in rows.items() if n.startswith(("staged", "memory", "fused"))
             and "hdfs" not in n} == {(2, 1)}
