@@ -23,14 +23,12 @@ PER_IMAGE = "out"
 @dataclass(frozen=True)
 class Input:
     """Where a stage input comes from: a source (an iteration stage, 'batches' or 'params'),
-    which output of it, which columns, whether all its parts are read at once, and whether it is a small
-    tensor kept beside a larger one in its table (a ReLU's mask, a pool's argmax), worth reading alone."""
+    which output of it, which columns, and whether all its parts are read at once."""
 
     source: str
     output: str
     columns: tuple[str, ...] | None
     many: bool = False
-    beside: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,8 +256,8 @@ class Network:
         def policy(source: str, key: str):
             return {**DEFAULT_CACHE, **(cache or {}), **((written or {}).get(source) or {})}[key]
 
-        def image(source: str, *columns: str, keys: bool = True, beside: bool = False) -> Input:
-            return Input(source, PER_IMAGE, (*(KEY_COLUMNS if keys else ()), *columns), beside=beside)
+        def image(source: str, *columns: str, keys: bool = True) -> Input:
+            return Input(source, PER_IMAGE, (*(KEY_COLUMNS if keys else ()), *columns))
 
         def layer_input(layer: Layer, keys: bool) -> Input:
             return image(*self._output_of(layer.inputs[0] if layer.inputs else None), keys=keys)
@@ -287,12 +285,12 @@ class Network:
                 inputs["x"] = layer_input(layer, False)
             elif layer.type == "relu":
                 saved = "out" if policy(layer.forward_stage, "relu_mask") == "recompute" else "mask"
-                inputs["saved"] = image(layer.forward_stage, saved, keys=False, beside=saved == "mask")
+                inputs["saved"] = image(layer.forward_stage, saved, keys=False)
             elif layer.type == "max_pool":
                 if policy(layer.forward_stage, "pool_argmax") == "recompute":
                     inputs["x"] = layer_input(layer, False)
                 else:
-                    inputs["saved"] = image(layer.forward_stage, "argmax", keys=False, beside=True)
+                    inputs["saved"] = image(layer.forward_stage, "argmax", keys=False)
             if layer.synced:
                 stats, grads = layer.sync_stages
                 inputs["stats"] = Input(stats, "stats", None, many=True)

@@ -94,10 +94,8 @@ class WebHdfs:
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self._pending: list[Future] = []
 
-    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        """A file's bytes, or `length` of them from `offset`."""
-        span = {"offset": str(offset), **({"length": str(length)} if length is not None else {})}
-        return self._with_retries(f"read {path}", lambda exclude, again: self._read_once(path, exclude, span))
+    def read(self, path: str) -> bytes:
+        return self._with_retries(f"read {path}", lambda exclude, again: self._read_once(path, exclude))
 
     def write(self, path: str, data: bytes) -> None:
         """Create (or overwrite) a file with this content. Not atomic: until a write succeeds, a part of it
@@ -122,8 +120,8 @@ class WebHdfs:
         if any(errors):
             raise next(e for e in errors if e)
 
-    def _read_once(self, path: str, exclude: set[str], span: dict) -> bytes:
-        location = self._direct(path, "OPEN", **span) or self._locate(path, "GET", "OPEN", exclude, **span)
+    def _read_once(self, path: str, exclude: set[str]) -> bytes:
+        location = self._direct(path, "OPEN", offset="0") or self._locate(path, "GET", "OPEN", exclude)
         return self._datanode("GET", location, exclude)
 
     def _write_once(self, path: str, data: bytes, exclude: set[str], again: bool) -> None:
@@ -265,37 +263,6 @@ class HdfsFileSystem(NativeHdfsFileSystem):
         if mode == "wb":
             return _Upload(self.webhdfs, path)
         raise ValueError(f"mode {mode!r} is not supported on hdfs:// run roots")
-
-
-class RangedFile(io.RawIOBase):
-    """A file on HDFS read a byte range at a time (one request each): for a few columns of a large Parquet
-    file, whose reader asks for its footer and then for the chunks of the wanted columns only."""
-
-    def __init__(self, webhdfs: WebHdfs, path: str, size: int):
-        super().__init__()
-        self.webhdfs, self.target, self.size, self.position = webhdfs, path, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self.position = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence] + offset
-        return self.position
-
-    def readinto(self, buffer) -> int:
-        length = min(len(buffer), self.size - self.position)
-        if length <= 0:
-            return 0
-        data = self.webhdfs.read(self.target, self.position, length)
-        buffer[:len(data)] = data
-        self.position += len(data)
-        return len(data)
 
 
 class _Upload(io.BytesIO):

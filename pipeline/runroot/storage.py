@@ -13,8 +13,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from sparkcnn.pipeline.runroot import hdfs
 
-RANGED_READ_BYTES = 1 << 20
-
 
 def normalize_url(url: str) -> str:
     """A local path is kept as given, made absolute (a file:// URL becomes its path, %-escapes decoded);
@@ -200,17 +198,10 @@ class Storage:
         with self.fs.open(self.path(rel), "rb") as f:
             return pq.read_metadata(f).num_rows
 
-    def read_parquet(self, rel: str, columns: list[str] | None = None, ranged: bool = False) -> pa.Table:
-        """One Parquet file (as a file, not a dataset: a third of the cost for the small files of a shard).
-        `ranged`: the columns are a small part of the file, so on HDFS a file of RANGED_READ_BYTES or more is
-        read by byte ranges (its footer, then the columns' chunks) instead of whole."""
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """One Parquet file (as a file, not a dataset: a third of the cost for the small files of a shard)."""
         if self.local:
             return pq.ParquetFile(self.path(rel)).read(columns=columns)
-        if ranged and columns is not None and self.hdfs:
-            size = self.size(rel)
-            if size >= RANGED_READ_BYTES:
-                with hdfs.RangedFile(self.fs.webhdfs, self.fs._strip_protocol(self.path(rel)), size) as f:
-                    return pq.ParquetFile(f).read(columns=columns)
         with self.fs.open(self.path(rel), "rb") as f:
             return pq.ParquetFile(f).read(columns=columns)
 

@@ -66,7 +66,6 @@ class StageTask:
     units: list[Unit] = field(default_factory=list)
     key: str = ""
     params: Params | None = None
-    ranged: frozenset = frozenset()  # inputs read by their columns' byte ranges where that saves bytes
 
 
 def result_row(part: str, output: str, path: str, rows: int, size: int, values: dict, data: bytes | None = None) -> dict:
@@ -82,7 +81,7 @@ def run_unit(task: StageTask, unit: Unit) -> list[dict]:
     ctx = task.params.bind(task.context) if task.params else task.context
     inputs = {}
     for name, paths in unit.inputs.items():
-        tables = [task.storage.read_parquet(p, task.columns.get(name), name in task.ranged) for p in paths]
+        tables = [task.storage.read_parquet(p, task.columns.get(name)) for p in paths]
         inputs[name] = tables if name in task.many else tables[0]
     t1 = time.perf_counter()
     result = fn(inputs, ctx)

@@ -112,8 +112,7 @@ class Staged:
         return StageTask(env.storage, sdef.function, ctx, out_dir,
                          {n: list(i.columns) if i.columns else None for n, i in sdef.inputs.items()},
                          frozenset(n for n, i in sdef.inputs.items() if i.many), units, key,
-                         env.catalog.params_ref(t) if sdef.uses_params else None,
-                         frozenset(n for n, i in sdef.inputs.items() if i.beside))
+                         env.catalog.params_ref(t) if sdef.uses_params else None)
 
     @staticmethod
     def _entry(env: StageEnvironment, key: str, sdef, deps: list[str], units: list[Unit], rows: list[dict]) -> dict:

@@ -224,12 +224,3 @@ def test_stage_definitions_are_derived_once_per_cache_policy_and_not_pickled():
     assert net.tensor_specs() is net.tensor_specs()
     copy = pickle.loads(pickle.dumps(net))
     assert copy._derived == {} and copy.stage_defs() == defs
-
-
-def test_a_small_tensor_kept_beside_a_larger_one_is_read_alone_and_only_that():
-    net = Network(RESIDUAL, (8, 8, 3), 10)
-    beside = {(stage, role) for stage, d in net.stage_defs().items() for role, i in d.inputs.items() if i.beside}
-    assert beside and all(role == "saved" for _, role in beside)  # a ReLU's mask or a pool's argmax
-    assert ("stem_relu_bwd", "saved") in beside
-    recomputed = net.stage_defs({"relu_mask": "recompute"})["stem_relu_bwd"].inputs["saved"]
-    assert recomputed.columns == ("out",) and not recomputed.beside  # the activations are most of the file
