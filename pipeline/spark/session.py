@@ -67,6 +67,7 @@ def session(cfg: Config, app_name: str = "sparkcnn", verbose: bool | None = None
     archive = _class_archive(settings) if cfg.spark.class_archive and not _jvm_running() else None
     if not verbose:
         _launch_quiet_gateway(settings)
+        _quiet_accumulator_server()
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -144,6 +145,19 @@ def _launch_quiet_gateway(settings: dict) -> None:
         gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
     SparkContext._ensure_initialized(gateway=gateway)
     logging.getLogger().addHandler(logging.FileHandler(Console.jvm_log))  # py4j logs its errors on the root
+
+
+def _quiet_accumulator_server() -> None:
+    """pyspark's accumulator server prints a traceback on the console when the JVM's connection to it breaks
+    (the JVM died or was stopped mid-update); that goes to the log with Spark's other output instead."""
+    from pyspark import accumulators
+
+    def handle_error(server, request, client_address):
+        logging.getLogger("pyspark.accumulators").warning("the accumulator server's connection ended",
+                                                          exc_info=True)
+
+    for server in (accumulators.AccumulatorTCPServer, accumulators.AccumulatorUnixServer):
+        server.handle_error = handle_error
 
 
 def jvm_ended(error: BaseException | None = None) -> str | None:

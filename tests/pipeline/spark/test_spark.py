@@ -33,3 +33,36 @@ def test_an_executor_that_died_under_a_task_is_named_not_py4js_wrapper():
     assert oom.startswith("executor 3 ran out of memory") and "spark.executor.memory=" in oom and "[spark.conf]" in oom
     assert failure_reason(RuntimeError(job.format(137))) == "executor 3 ended while running a task (exit code 137)"
     assert failure_reason(RuntimeError("ValueError: bad shape")) == "ValueError: bad shape"
+
+
+def connection_cut_mid_update(capfd) -> str:
+    """What the console shows when a connection to pyspark's accumulator server ends mid-update (as when
+    the JVM dies)."""
+    import socket
+    import time
+
+    from pyspark import accumulators
+
+    server = accumulators._start_update_server("token", False)
+    try:
+        with socket.create_connection(server.server_address) as conn:
+            conn.sendall(b"token")  # authenticated, then the update's length never comes
+        time.sleep(1.5)  # the server polls its connection once a second
+    finally:
+        server.shutdown()
+    return capfd.readouterr().err
+
+
+def test_a_broken_accumulator_connection_prints_no_traceback_when_quiet(capfd, monkeypatch, caplog):
+    import socketserver
+
+    from pyspark import accumulators
+
+    from sparkcnn.pipeline.spark import session
+
+    for cls in (accumulators.AccumulatorTCPServer, accumulators.AccumulatorUnixServer):
+        monkeypatch.setattr(cls, "handle_error", socketserver.BaseServer.handle_error)  # as pyspark has it
+    assert "EOFError" in connection_cut_mid_update(capfd)  # pyspark's own handling: a traceback
+    session._quiet_accumulator_server()
+    assert connection_cut_mid_update(capfd) == ""
+    assert any(r.exc_info and r.exc_info[0] is EOFError for r in caplog.records)
