@@ -121,12 +121,13 @@ def check(bench: dict, f: Fit, slots: int, label: str = "") -> list[tuple[str, f
     out = []
     for row in bench["rows"]:
         name, mode = row["name"], row["name"].split()[0].rstrip(",")
-        if mode not in ("staged", "memory", "fused") or "job per stage" in name or (name == mode != "staged"
-                                                                                   and not label):
-            continue  # not a Spark row, or one the fit was made from
+        fitted = not label and name in ("memory", "fused")
+        if mode not in ("staged", "memory", "fused") or "job per stage" in name or fitted:
+            continue
         on = slots_of(row, slots)
         storage = "hdfs" if "hdfs" in name else "local"
-        shown = f"{name} ({on} slot{'s' * (on > 1)}{f', replication {replication_of(row, storage)}' if storage == 'hdfs' else ''}){label}"
+        copies = f", replication {replication_of(row, storage)}" if storage == "hdfs" else ""
+        shown = f"{name} ({on} slot{'s' * (on > 1)}{copies}){label}"
         if mode == "staged" and storage in f.file_s:
             out.append((shown, staged_here(f, storage, on, replication_of(row, storage)), row["total"]))
         elif mode != "staged":

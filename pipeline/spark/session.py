@@ -197,9 +197,9 @@ def executor_lost(text: str) -> str | None:
     if code != OOM_EXIT_CODE:
         return f"executor {executor} ended while running a task (exit code {code})"
     context = active_context()
-    memory = context.getConf().get("spark.executor.memory", "1g") if context is not None else "its default"
+    had = f"it had {context._jsc.sc().executorMemory()} MB, " if context is not None else ""
     return (f"executor {executor} ran out of memory (java.lang.OutOfMemoryError, exit code {code}) while running "
-            f"a task; it had spark.executor.memory={memory}, a larger value goes under [spark.conf] in the config")
+            f"a task; {had}a larger spark.executor.memory goes under [spark.conf] in the config")
 
 
 def active_context():

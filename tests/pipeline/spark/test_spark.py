@@ -30,7 +30,7 @@ def test_an_executor_that_died_under_a_task_is_named_not_py4js_wrapper():
            "(executor 3 exited caused by one of the running tasks) Reason: Command exited with code {}\n"
            "Driver stacktrace:\n\tat org.apache.spark.scheduler.DAGScheduler.abortStage(DAGScheduler.scala:4568)")
     oom = failure_reason(RuntimeError(job.format(52)))
-    assert oom.startswith("executor 3 ran out of memory") and "spark.executor.memory=" in oom and "[spark.conf]" in oom
+    assert oom.startswith("executor 3 ran out of memory") and "spark.executor.memory goes under [spark.conf]" in oom
     assert failure_reason(RuntimeError(job.format(137))) == "executor 3 ended while running a task (exit code 137)"
     assert failure_reason(RuntimeError("ValueError: bad shape")) == "ValueError: bad shape"
 
